@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: make .venv, install the CPU torch wheel and the project, run the whole suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k ssd -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev]"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export WANDB_MODE=${WANDB_MODE:-disabled}
+exec .venv/bin/python -m pytest "$@"

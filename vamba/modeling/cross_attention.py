@@ -1,0 +1,87 @@
+"""Cross-attention from text tokens to the video stream (DESIGN.md section 2).
+
+It has exactly the shapes of the layer's self-attention (q: d->d with bias, k/v: d->kv_heads*head_dim with bias,
+o: d->d without bias), so it subclasses transformers' `Qwen2VLAttention` for its projections and parameter
+names; that is what makes "initialise cross-attention by copying self-attention" a plain state-dict copy.
+Only the forward differs: keys/values come from the video, attention is non-causal and masked per sample.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLAttention, rotate_half
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate one tensor `x` (B, heads, L, head_dim) with `cos`/`sin` (B, L, head_dim)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + rotate_half(x) * sin
+
+
+class VambaCrossAttention(Qwen2VLAttention):
+    """Text queries attend to the video tokens of their own sample (non-causal, GQA, SDPA)."""
+
+    def __init__(self, config, layer_idx: int | None = None):
+        super().__init__(config, layer_idx)
+        self.is_causal = False
+
+    def project_video(
+        self,
+        video_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the video, computed once per layer and cached for every decoding step.
+
+        Args:
+            video_states: (B, M, d) video hidden states entering this layer.
+            position_embeddings: optional (cos, sin), each (B, M, head_dim), from the video's (t, h, w) grid.
+
+        Returns:
+            keys, values: each (B, kv_heads, M, head_dim).
+        """
+        bsz, length, _ = video_states.shape
+        keys = self.k_proj(video_states).view(bsz, length, -1, self.head_dim).transpose(1, 2)
+        values = self.v_proj(video_states).view(bsz, length, -1, self.head_dim).transpose(1, 2)
+        if position_embeddings is not None:
+            keys = apply_rotary(keys, *position_embeddings)
+        return keys, values
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        video_kv: tuple[torch.Tensor, torch.Tensor],
+        visible: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from text to video.
+
+        Args:
+            hidden_states: (B, N, d) normalised text hidden states (the same `h` the self-attention sees).
+            video_kv: keys and values from `project_video`, each (B, kv_heads, M, head_dim).
+            visible: (B, N, M) bool, True where text token n may see video token m (same sample, not padding).
+            position_embeddings: optional (cos, sin), each (B, N, head_dim), for the queries.
+
+        Returns:
+            output: (B, N, d); exactly zero for text tokens that see no video token.
+            has_video: (B, N, 1) bool, whether each text token sees any video token.
+        """
+        bsz, q_len, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
+        if position_embeddings is not None:
+            query = apply_rotary(query, *position_embeddings)
+        keys, values = video_kv
+        has_video = visible.any(-1, keepdim=True)  # (B, N, 1)
+        # A row with no visible key would give NaN in softmax; let it see everything, then zero its output.
+        mask = (visible | ~has_video).unsqueeze(1)  # (B, 1, N, M)
+        out = F.scaled_dot_product_attention(
+            query,
+            keys.to(query.dtype),
+            values.to(query.dtype),
+            attn_mask=mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            scale=self.scaling,
+            enable_gqa=keys.shape[1] != query.shape[1],
+        )
+        out = out.transpose(1, 2).reshape(bsz, q_len, -1) * has_video.to(out.dtype)
+        return self.o_proj(out), has_video

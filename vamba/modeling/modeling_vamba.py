@@ -1,0 +1,485 @@
+"""Vamba: Qwen2-VL whose text tokens cross-attend to the video and whose video tokens run through Mamba blocks.
+
+Built by subclassing transformers' Qwen2-VL classes (pinned range in pyproject.toml) and overriding only what
+Vamba changes: the decoder layer (DESIGN.md section 2), the text model's forward (it carries the video stream
+next to the text), the multimodal model's forward (the video is not scattered into the text), and the cache
+(it keeps every layer's cross-attention keys/values of the video). The vision tower, attention, MLP, norms,
+rotary embeddings, masks, loss and generation loop are transformers' own.
+
+Decoder layer l, with x the text hidden states and V the video hidden states entering the layer:
+
+    h   = RMSNorm_in(x)
+    x'  = x + a_l * SelfAttn_l(h) + (1 - a_l) * CrossAttn_l(q = h, kv = V)
+    x'' = x' + MLP_l(RMSNorm_post(x'))
+    V'  = V + Mamba2_l(RMSNorm_l(V))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+    Qwen2VisionTransformerPretrainedModel,
+    Qwen2VLDecoderLayer,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLModel,
+    Qwen2VLPreTrainedModel,
+    Qwen2VLRMSNorm,
+    Qwen2VLRotaryEmbedding,
+    Qwen2VLTextModel,
+)
+
+from .configuration_vamba import VambaConfig, VambaTextConfig
+from .cross_attention import VambaCrossAttention
+from .mamba2 import build_mixer
+from .video_stream import VideoStream, VisualItem, assemble_video_stream, packed_sample_index
+
+
+class VambaCache(DynamicCache):
+    """Text self-attention KV cache plus, per layer, the cross-attention keys/values of the video.
+
+    The video is processed once at prefill; decoding steps read `video_kv` and never touch the mixer or the
+    video projections again. `video_visible` (B, M) says which cached video tokens the next text tokens see.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.video_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.video_visible: torch.Tensor | None = None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_visible is not None
+
+    def _map_video(self, fn) -> None:
+        self.video_kv = {i: (fn(k), fn(v)) for i, (k, v) in self.video_kv.items()}
+        if self.video_visible is not None:
+            self.video_visible = fn(self.video_visible)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._map_video(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._map_video(lambda t: t[indices, ...])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._map_video(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+
+@dataclass
+class CrossAttentionContext:
+    """What every layer's cross-attention needs, computed once per forward by the text model.
+
+    visible: (B, N, M) bool; seq_idx: (B, M) int32 for the mixer (None when decoding);
+    query_rope / key_rope: (cos, sin) pairs when M-RoPE is on in cross-attention, else None.
+    """
+
+    visible: torch.Tensor
+    seq_idx: torch.Tensor | None = None
+    query_rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    key_rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    cache: VambaCache | None = None
+
+
+class VisionMixerBlock(nn.Module):
+    """V' = V + Mixer(RMSNorm(V)). Names match the release (`vision_mixer.norm`, `vision_mixer.mixer`)."""
+
+    def __init__(self, config: VambaTextConfig, layer_idx: int):
+        super().__init__()
+        eps = config.mixer_config.get("norm_eps", 1e-5)
+        self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=eps)
+        self.mixer = build_mixer(config.mixer_type, config.hidden_size, layer_idx=layer_idx, **config.mixer_config)
+
+    def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes."""
+        return video_states + self.mixer(self.norm(video_states), seq_idx=seq_idx)
+
+
+class VambaDecoderLayer(Qwen2VLDecoderLayer):
+    """Qwen2-VL decoder layer + cross-attention to the video + a Mamba block on the video (see module docstring)."""
+
+    def __init__(self, config: VambaTextConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.layer_idx = layer_idx
+        self.cross_attn = VambaCrossAttention(config, layer_idx)
+        self.vision_mixer = VisionMixerBlock(config, layer_idx) if config.mixer_type != "none" else None
+        self.alpha = nn.Parameter(torch.full((1,), 0.5)) if config.use_alpha_balancing else None
+        self.cross_attn_use_layer_norm = config.cross_attn_use_layer_norm
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        video_states: torch.Tensor | None = None,
+        cross: CrossAttentionContext | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: VambaCache | None = None,
+        use_cache: bool | None = False,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        update_video: bool = True,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One layer on both streams.
+
+        Args:
+            hidden_states: x, (B, N, d) text hidden states.
+            video_states: V, (B, M, d) video hidden states entering this layer; None when decoding from a cache
+                (the layer then reads its cached video keys/values) or for text-only input.
+            cross: masks and positions for cross-attention; None for text-only input, in which case the layer is
+                exactly transformers' Qwen2-VL layer.
+            update_video: False for the last layer, whose V' nothing reads.
+
+        Returns:
+            (x'', V') with V' None when V was None or this layer has no mixer work to do.
+        """
+        residual = hidden_states
+        h = self.input_layernorm(hidden_states)
+        self_out, _ = self.self_attn(
+            hidden_states=h,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+        if cross is None:
+            hidden_states = residual + self_out
+        else:
+            cross_out, has_video = self.cross_attn(h, self._video_kv(video_states, cross), cross.visible, cross.query_rope)
+            # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
+            a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
+            w_self = torch.where(has_video, a, 1.0) if a is not None else 1.0
+            w_cross = (1.0 - a) if a is not None else 1.0
+            hidden_states = residual + w_self * self_out + w_cross * cross_out
+
+        residual = hidden_states
+        hidden_states = residual + self.mlp(self.post_attention_layernorm(hidden_states))
+
+        if video_states is not None and self.vision_mixer is not None and update_video:
+            video_states = self.vision_mixer(video_states, seq_idx=cross.seq_idx if cross is not None else None)
+        return hidden_states, video_states
+
+    def _video_kv(
+        self, video_states: torch.Tensor | None, cross: CrossAttentionContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project V to keys/values at prefill (storing them in the cache), or read them back when decoding."""
+        if video_states is None:
+            if cross.cache is None or self.layer_idx not in cross.cache.video_kv:
+                raise ValueError(f"layer {self.layer_idx}: no video states and no cached video keys/values")
+            return cross.cache.video_kv[self.layer_idx]
+        kv_in = self.input_layernorm(video_states) if self.cross_attn_use_layer_norm else video_states
+        kv = self.cross_attn.project_video(kv_in, cross.key_rope)
+        if cross.cache is not None:
+            cross.cache.video_kv[self.layer_idx] = kv
+        return kv
+
+
+def _mixer_params_loaded(mixer: nn.Module) -> bool:
+    return any(getattr(p, "_is_hf_initialized", False) for p in mixer.parameters())
+
+
+class VambaTextModel(Qwen2VLTextModel):
+    """Qwen2-VL's language model with Vamba layers; its forward carries the video stream beside the text."""
+
+    config: VambaTextConfig
+    config_class = VambaTextConfig
+    _no_split_modules = ["VambaDecoderLayer"]
+
+    def __init__(self, config: VambaTextConfig):
+        Qwen2VLPreTrainedModel.__init__(self, config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([VambaDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.has_sliding_layers = "sliding_attention" in config.layer_types
+        self.rotary_emb = Qwen2VLRotaryEmbedding(config=config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
+            init.constant_(module.alpha, 0.5)
+        elif isinstance(module, VisionMixerBlock) and not _mixer_params_loaded(module.mixer):
+            # mamba_ssm's init (A, dt, D, conv), then GPT-2 style 1/sqrt(n_layers) scaling of the residual branch.
+            with torch.no_grad():
+                for sub in (module.mixer.in_proj, module.mixer.out_proj, module.mixer.conv1d):
+                    sub.reset_parameters()
+                module.mixer.reset_parameters()
+                module.mixer.out_proj.weight /= math.sqrt(self.config.num_hidden_layers)
+            for p in module.mixer.parameters():
+                p._is_hf_initialized = True
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: VambaCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        video: VideoStream | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Run text (B, N) and, if given, the video stream (B, M, d) through all layers.
+
+        `position_ids` are plain text positions, (B, N) (or (3, B, N) with equal rows); positions that restart
+        mark packed samples, as in transformers (only without attention_mask and cache).
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch, length = inputs_embeds.shape[:2]
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = VambaCache(config=self.config)
+        if past_key_values is not None and not isinstance(past_key_values, VambaCache) and (
+            video is not None or past_key_values.get_seq_length() > 0
+        ):
+            raise ValueError(f"Vamba needs a VambaCache to keep the video keys/values, got {type(past_key_values)}")
+
+        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device) + past_seen
+            position_ids = position_ids[None].expand(batch, -1)
+        elif position_ids.ndim == 3:  # M-RoPE layout from callers of Qwen2-VL: for text all rows are equal
+            position_ids = position_ids[-1]
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids[None].expand(3, batch, -1))
+
+        if isinstance(attention_mask, dict):
+            mask_mapping = attention_mask
+        else:
+            mask_kwargs = dict(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+            )
+            mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
+            if self.has_sliding_layers:
+                mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+
+        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings)
+        hidden_states = inputs_embeds
+        video_states = video.states if video is not None else None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            hidden_states, video_states = layer(
+                hidden_states,
+                video_states,
+                cross=cross,
+                attention_mask=mask_mapping[self.config.layer_types[i]],
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                position_embeddings=position_embeddings,
+                update_video=i < last,
+                **kwargs,
+            )
+        hidden_states = self.norm(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+
+    def _cross_context(
+        self,
+        video: VideoStream | None,
+        cache: VambaCache | None,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        query_rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> CrossAttentionContext | None:
+        """Masks and positions for cross-attention, once per forward (prefill: from the stream; decode: cache)."""
+        cache = cache if isinstance(cache, VambaCache) else None
+        use_rope = self.config.cross_attn_use_position_embeddings
+        batch, length = position_ids.shape
+        if video is not None:
+            packed = attention_mask is None and (cache is None or cache.get_seq_length() == 0)
+            text_sample = packed_sample_index(position_ids if packed else None, batch, length, position_ids.device)
+            visible = text_sample[:, :, None] == video.sample_idx[:, None, :]
+            key_rope = None
+            if use_rope:
+                key_rope = self.rotary_emb(video.states, video.grid_positions)
+            if cache is not None:
+                cache.video_visible = video.sample_idx == text_sample[:, -1:]
+            return CrossAttentionContext(
+                visible=visible,
+                seq_idx=video.seq_idx,
+                query_rope=query_rope if use_rope else None,
+                key_rope=key_rope,
+                cache=cache,
+            )
+        if cache is not None and cache.has_video:
+            visible = cache.video_visible[:, None, :].expand(batch, length, -1)
+            return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache)
+        return None
+
+
+class VambaModel(Qwen2VLModel):
+    """Qwen2-VL vision tower + Vamba language model; the visual tokens form a separate stream."""
+
+    config_class = VambaConfig
+
+    def __init__(self, config: VambaConfig):
+        Qwen2VLPreTrainedModel.__init__(self, config)
+        self.visual = Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
+        self.language_model = VambaTextModel._from_config(config.text_config)
+        self.rope_deltas = None
+        self.post_init()
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: VambaCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """Encode images/videos with the vision tower and run the text model beside the visual stream.
+
+        Args:
+            input_ids: (B, N) chat text; each visual item appears as `<|vision_start|>` (then `<|image_pad|>` for
+                an image, anything else for a video), never as inline visual tokens.
+            pixel_values / pixel_values_videos: (patches, C*tp*p*p) as produced by Qwen2-VL's processors.
+            image_grid_thw / video_grid_thw: (items, 3) patch grid of each item, in the order items appear.
+        """
+        del mm_token_type_ids, mm_encoder_outputs  # Qwen2-VL's inline-token bookkeeping; Vamba has none.
+        video = None
+        if pixel_values is not None or pixel_values_videos is not None:
+            if input_ids is None or input_ids.shape[-1] == 0:
+                raise ValueError("a video or image needs text: input_ids is empty, so there is nothing to answer with")
+            items = {
+                "image": self._encode(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw"),
+                "video": self._encode(pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw"),
+            }
+            video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values)
+        elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+            n_markers = int((input_ids == self.config.vision_start_token_id).sum())
+            if n_markers:
+                raise ValueError(
+                    f"input_ids hold {n_markers} vision marker(s) (<|vision_start|>, id "
+                    f"{self.config.vision_start_token_id}) but no pixel_values/pixel_values_videos were given"
+                )
+        return self.language_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            video=video,
+            **kwargs,
+        )
+
+    def _encode(
+        self, pixels: torch.Tensor | None, grid_thw: torch.Tensor | None, pixels_name: str, grid_name: str
+    ) -> list[VisualItem]:
+        """Run the vision tower on all items of one kind; check the grid against the pixel tensor first."""
+        if pixels is None:
+            if grid_thw is not None and len(grid_thw):
+                raise ValueError(f"{grid_name} was given but {pixels_name} is missing")
+            return []
+        if grid_thw is None:
+            raise ValueError(f"{pixels_name} was given without {grid_name}")
+        if not torch.is_floating_point(pixels):
+            raise ValueError(f"{pixels_name} must be a floating-point tensor, got dtype {pixels.dtype}")
+        device = self.visual.get_device()
+        if pixels.device != device:
+            raise ValueError(f"{pixels_name} is on {pixels.device} but the model is on {device}")
+        if grid_thw.ndim != 2 or grid_thw.shape[-1] != 3:
+            raise ValueError(f"{grid_name} must have shape (items, 3), got {tuple(grid_thw.shape)}")
+        merge = self.visual.spatial_merge_size
+        patches = int(grid_thw.prod(-1).sum())
+        if patches != pixels.shape[0]:
+            raise ValueError(
+                f"{grid_name} describes {patches} patches ({grid_thw.tolist()}) but {pixels_name} has "
+                f"{pixels.shape[0]} rows"
+            )
+        if bool(((grid_thw[:, 1:] % merge) != 0).any()):
+            raise ValueError(f"{grid_name} heights/widths must be multiples of spatial_merge_size={merge}")
+        embeds = self.visual(pixels.type(self.visual.dtype), grid_thw=grid_thw).pooler_output
+        sizes = (grid_thw.prod(-1) // merge**2).tolist()
+        grids = [(int(t), int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
+        return [VisualItem(e, g) for e, g in zip(torch.split(embeds, sizes), grids)]
+
+    def _video_stream(
+        self,
+        input_ids: torch.Tensor,
+        items: dict[str, list[VisualItem]],
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cache: VambaCache | None,
+    ) -> VideoStream:
+        """Give each `<|vision_start|>` marker the next item of its kind, row by row, in text order."""
+        batch, length = input_ids.shape
+        if position_ids is not None and position_ids.ndim == 3:
+            position_ids = position_ids[-1]
+        packed = attention_mask is None and (cache is None or cache.get_seq_length() == 0)
+        text_sample = packed_sample_index(position_ids if packed else None, batch, length, input_ids.device)
+        is_marker = input_ids == self.config.vision_start_token_id
+        next_tok = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-1)
+        kinds = torch.where(next_tok == self.config.image_token_id, 1, 2)
+        queues = {"image": list(items["image"]), "video": list(items["video"])}
+        n_markers = {
+            "image": int((is_marker & (kinds == 1)).sum()),
+            "video": int((is_marker & (kinds == 2)).sum()),
+        }
+        for kind, queue in queues.items():
+            if n_markers[kind] != len(queue):
+                raise ValueError(
+                    f"input_ids hold {n_markers[kind]} {kind} marker(s) (<|vision_start|>"
+                    f"{'<|image_pad|>' if kind == 'image' else ''}) but {len(queue)} {kind}(s) were given"
+                )
+        rows = []
+        for b in range(batch):
+            positions = is_marker[b].nonzero().flatten().tolist()
+            row_kinds = kinds[b, positions].tolist()
+            row_samples = text_sample[b, positions].tolist()
+            rows.append(
+                [(s, queues["image" if k == 1 else "video"].pop(0)) for s, k in zip(row_samples, row_kinds)]
+            )
+        dtype = self.language_model.embed_tokens.weight.dtype
+        return assemble_video_stream(rows, self.config.text_config.hidden_size, dtype, input_ids.device)
+
+
+class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
+    """Vamba with a language-model head: `forward` (with loss), `generate`, save/load like any transformers model."""
+
+    config_class = VambaConfig
+    _no_split_modules = ["VambaDecoderLayer", "Qwen2VLVisionBlock"]
+
+    def __init__(self, config: VambaConfig):
+        Qwen2VLPreTrainedModel.__init__(self, config)
+        self.model = VambaModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        # Text-only positions: the video is not in the text, so no M-RoPE rows or rope deltas are needed.
+        return GenerationMixin._prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs)
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if type(model_kwargs.get("past_key_values")) is DynamicCache:
+            model_kwargs["past_key_values"] = VambaCache(config=self.config.get_text_config(decoder=True))

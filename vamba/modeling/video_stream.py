@@ -1,0 +1,98 @@
+"""The visual stream: where each visual token lives, and which text tokens may see it (DESIGN.md section 2).
+
+The video never sits inside the text sequence. The text only holds a marker `<|vision_start|>...` per visual
+item (image or video); the items' tokens form a separate stream V of shape (B, M, d). This module builds V from
+the vision tower's per-item outputs and records, once per forward, everything the layers need:
+
+- `sample_idx` (B, M): the packed sample each visual token belongs to (-1 for padding). Cross-attention is
+  block-diagonal: text token n sees video token m iff they belong to the same sample.
+- `seq_idx` (B, M) int32, nondecreasing: the Mamba mixer restarts its state where it changes. Padding is given
+  its own trailing id so it can never leak into a real sample (it sits after all real tokens anyway).
+- `grid_positions` (3, B, M): the (t, h, w) coordinates of each token in its item's merged grid, used only when
+  cross-attention applies M-RoPE.
+
+Building these once here (not per layer, not with `.item()` loops in the layer) keeps the layers free of
+bookkeeping, unlike the original release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+
+@dataclass
+class VisualItem:
+    """One image or video as the vision tower returned it: `embeds` (tokens, d) on a merged (t, h, w) grid."""
+
+    embeds: torch.Tensor
+    grid_thw: tuple[int, int, int]
+
+
+@dataclass
+class VideoStream:
+    """The visual stream of a batch. Shapes: states (B, M, d); sample_idx, seq_idx (B, M); grid_positions (3, B, M)."""
+
+    states: torch.Tensor
+    sample_idx: torch.Tensor
+    seq_idx: torch.Tensor
+    grid_positions: torch.Tensor
+
+
+def packed_sample_index(position_ids: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
+    """Sample index of each text token (B, N): positions restarting (a step other than +1) start a new sample.
+
+    This is the rule transformers' `find_packed_sequence_indices` uses for packed self-attention, so the text
+    self-attention mask and the cross-attention mask always agree on where samples begin.
+    """
+    if position_ids is None:
+        return torch.zeros(batch, length, dtype=torch.long, device=device)
+    first = position_ids[:, :1] - 1
+    return (torch.diff(position_ids, prepend=first, dim=-1) != 1).cumsum(-1).expand(batch, -1)
+
+
+def grid_positions(grid_thw: tuple[int, int, int], device) -> torch.Tensor:
+    """(3, t*h*w) temporal/row/column index of each token of one item, in the vision tower's output order."""
+    t, h, w = grid_thw
+    tt, hh, ww = torch.meshgrid(
+        torch.arange(t, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+    )
+    return torch.stack([tt, hh, ww]).reshape(3, -1)
+
+
+def assemble_video_stream(
+    items_per_row: list[list[tuple[int, VisualItem]]],
+    hidden_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> VideoStream:
+    """Concatenate each row's visual items (in marker order) into one padded stream.
+
+    Args:
+        items_per_row: for each batch row, (sample index of the item's marker, item) in text order.
+        hidden_size: d, used for rows without any visual item.
+
+    Returns:
+        The padded `VideoStream`; rows are padded at the end to the longest row.
+    """
+    states, samples, grids = [], [], []
+    for row in items_per_row:
+        if row:
+            states.append(torch.cat([item.embeds for _, item in row]).to(device=device, dtype=dtype))
+            samples.append(
+                torch.cat([torch.full((item.embeds.shape[0],), s, dtype=torch.long, device=device) for s, item in row])
+            )
+            grids.append(torch.cat([grid_positions(item.grid_thw, device) for _, item in row], dim=1).T)
+        else:
+            states.append(torch.zeros(0, hidden_size, dtype=dtype, device=device))
+            samples.append(torch.zeros(0, dtype=torch.long, device=device))
+            grids.append(torch.zeros(0, 3, dtype=torch.long, device=device))
+    states_t = pad_sequence(states, batch_first=True)
+    sample_idx = pad_sequence(samples, batch_first=True, padding_value=-1)
+    grid = pad_sequence(grids, batch_first=True).permute(2, 0, 1)
+    # Mixer ids: the sample index, with padding after the last real sample of its row.
+    pad_id = sample_idx.max(dim=1, keepdim=True).values.clamp(min=0) + 1
+    seq_idx = torch.where(sample_idx >= 0, sample_idx, pad_id).to(torch.int32)
+    return VideoStream(states=states_t, sample_idx=sample_idx, seq_idx=seq_idx, grid_positions=grid)
