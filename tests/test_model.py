@@ -243,15 +243,20 @@ def test_stage1_trainable_parameters_get_gradients(qwen):
 
 def test_gradient_checkpointing_gives_same_gradients(qwen):
     ids, mask, pixels, grid = _video_batch(tiny_vamba_config(), [(8, 4)], seed=10)
-    grads = []
+    grads, calls = [], []
     for checkpointing in (False, True):
         torch.manual_seed(2)
         model = from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 8}).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        count = [0]
+        mixer_block = model.model.language_model.layers[0].vision_mixer
+        mixer_block.register_forward_pre_hook(lambda *a: count.__setitem__(0, count[0] + 1))
         model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
               labels=ids).loss.backward()
         grads.append(model.model.language_model.layers[0].vision_mixer.mixer.in_proj.weight.grad.clone())
+        calls.append(count[0])
+    assert calls == [1, 2]  # the checkpointed layer really recomputed its forward in backward
     torch.testing.assert_close(grads[0], grads[1])
 
 
@@ -304,6 +309,9 @@ def test_cross_attention_position_switch_changes_output(qwen):
         torch.manual_seed(3)
         model = from_qwen2vl(qwen, cross_attn_use_position_embeddings=rope).eval()
         with torch.no_grad():
+            for layer in model.model.language_model.layers:  # peaky attention, so positions matter visibly
+                layer.cross_attn.q_proj.weight.mul_(30)
+                layer.cross_attn.k_proj.weight.mul_(30)
             outs.append(model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels,
                               video_grid_thw=grid).logits)
     assert (outs[0] - outs[1]).abs().max() > 1e-5

@@ -364,9 +364,14 @@ class VambaModel(Qwen2VLModel):
             pixel_values / pixel_values_videos: (patches, C*tp*p*p) as produced by Qwen2-VL's processors.
             image_grid_thw / video_grid_thw: (items, 3) patch grid of each item, in the order items appear.
         """
-        del mm_token_type_ids, mm_encoder_outputs  # Qwen2-VL's inline-token bookkeeping; Vamba has none.
+        del mm_token_type_ids  # Qwen2-VL's inline-token bookkeeping; Vamba has none.
+        if mm_encoder_outputs:
+            raise ValueError("Vamba encodes images/videos itself at prefill; pass pixel values, not mm_encoder_outputs")
         video = None
-        if pixel_values is not None or pixel_values_videos is not None:
+        decoding = past_key_values is not None and getattr(past_key_values, "has_video", False)
+        if decoding:
+            pass  # the video was encoded at prefill; its keys/values are in the cache
+        elif pixel_values is not None or pixel_values_videos is not None:
             if input_ids is None or input_ids.shape[-1] == 0:
                 raise ValueError("a video or image needs text: input_ids is empty, so there is nothing to answer with")
             items = {
@@ -478,6 +483,10 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         # Text-only positions: the video is not in the text, so no M-RoPE rows or rope deltas are needed.
         return GenerationMixin._prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs)
+
+    def _prepare_multimodal_encoder_kwargs_for_generation(self, model_kwargs: dict) -> dict:
+        # Keep raw pixels and grids: the forward encodes them at prefill, where it also needs each item's grid.
+        return model_kwargs
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
