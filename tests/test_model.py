@@ -250,8 +250,11 @@ def test_gradient_checkpointing_gives_same_gradients(qwen):
         if checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         count = [0]
-        mixer_block = model.model.language_model.layers[0].vision_mixer
-        mixer_block.register_forward_pre_hook(lambda *a: count.__setitem__(0, count[0] + 1))
+
+        def bump(*_, count=count):
+            count[0] += 1
+
+        model.model.language_model.layers[0].vision_mixer.register_forward_pre_hook(bump)
         model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
               labels=ids).loss.backward()
         grads.append(model.model.language_model.layers[0].vision_mixer.mixer.in_proj.weight.grad.clone())

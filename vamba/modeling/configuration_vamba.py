@@ -151,7 +151,7 @@ class VambaConfig(Qwen2VLConfig):
         super().__post_init__(**kwargs)
 
     @classmethod
-    def from_qwen2vl_config(cls, base: Qwen2VLConfig, **vamba_fields: Any) -> "VambaConfig":
+    def from_qwen2vl_config(cls, base: Qwen2VLConfig, **vamba_fields: Any) -> VambaConfig:
         """Build a Vamba config from a stock Qwen2-VL config, overriding Vamba fields by keyword."""
         data = base.to_dict()
         for key in ("model_type", "architectures", "transformers_version"):

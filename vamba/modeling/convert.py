@@ -84,7 +84,9 @@ def from_qwen2vl(
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
         new = ("cross_attn.", "vision_mixer.", ".alpha")
         if unexpected or any(not any(tag in k for tag in new) for k in missing):
-            raise ValueError(f"Qwen2-VL state dict does not fit Vamba: unexpected {unexpected[:5]}, missing {missing[:5]}")
+            raise ValueError(
+                f"Qwen2-VL state dict does not fit Vamba: unexpected {unexpected[:5]}, missing {missing[:5]}"
+            )
     if config.text_config.cross_attn_init == "self_attn":
         copy_self_attention_to_cross_attention(model)
     return model

@@ -157,7 +157,8 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         if cross is None:
             hidden_states = residual + self_out
         else:
-            cross_out, has_video = self.cross_attn(h, self._video_kv(video_states, cross), cross.visible, cross.query_rope)
+            video_kv = self._video_kv(video_states, cross)
+            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope)
             # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
             a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
             w_self = torch.where(has_video, a, 1.0) if a is not None else 1.0
