@@ -217,7 +217,7 @@ def test_images_and_videos_share_the_stream(vamba):
                     pixel_values_videos=video_pixels, video_grid_thw=video_grid, use_cache=False).logits
         swapped = vamba(input_ids=ids, pixel_values=video_pixels[: len(image_pixels)], image_grid_thw=image_grid,
                         pixel_values_videos=video_pixels, video_grid_thw=video_grid, use_cache=False).logits
-    assert out.shape == (1, 9, 256)
+    assert out.shape == (1, 9, 272)
     assert (out - swapped).abs().max() > 1e-4  # the image contributes
 
 

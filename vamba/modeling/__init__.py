@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from .configuration_vamba import VambaConfig, VambaTextConfig
-from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
+from .mamba2 import Mamba1Mixer, Mamba2Mixer, Mamba2State, build_mixer
 from .modeling_vamba import (
     VambaCache,
     VambaDecoderLayer,
@@ -39,6 +39,7 @@ _register()
 __all__ = [
     "Mamba1Mixer",
     "Mamba2Mixer",
+    "Mamba2State",
     "VambaCache",
     "VambaConfig",
     "VambaDecoderLayer",

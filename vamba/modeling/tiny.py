@@ -1,7 +1,8 @@
 """Tiny Qwen2-VL / Vamba configurations and random inputs, built in code (no downloads).
 
-Used by the tests, the README example and CPU smoke runs. Special-token ids sit at the top of a small vocab
-so the same ids work for both models.
+Used by the tests, the README example and CPU smoke runs. The ids match the offline tiny tokenizer of
+`vamba.data.processor` (256 byte tokens, then Qwen's special tokens in Qwen's order), so a tiny model and the
+tiny processor work together; the model vocab is padded to a multiple of 8.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from transformers import Qwen2VLConfig
 
 from .configuration_vamba import VambaConfig
 
-VOCAB = 256
-VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, BOS, EOS = 250, 251, 252, 253, 254, 255
+VOCAB = 272
+ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VIDEO_PAD = range(256, 264)
+BOS, EOS, PAD = ENDOFTEXT, IM_END, ENDOFTEXT
 
 
 def tiny_qwen2vl_config(**text_overrides: Any) -> Qwen2VLConfig:
-    """A 2-layer, width-64 Qwen2-VL with a 1-block vision tower (patch 4, 2x2 merge, temporal patch 2)."""
+    """A 2-layer, width-64 Qwen2-VL with a 1-block vision tower (patch 4, 2x2 merge, temporal patch 2).
+
+    Keyword arguments override text-config fields; `vision={...}` overrides vision-config fields.
+    """
     text = dict(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -30,10 +35,12 @@ def tiny_qwen2vl_config(**text_overrides: Any) -> Qwen2VLConfig:
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         bos_token_id=BOS,
         eos_token_id=EOS,
-        pad_token_id=0,
+        pad_token_id=PAD,
     )
+    vision = dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2, patch_size=4)
+    vision.update(text_overrides.pop("vision", {}))
     text.update(text_overrides)
-    vision = dict(depth=1, embed_dim=32, hidden_size=text["hidden_size"], num_heads=2, mlp_ratio=2, patch_size=4)
+    vision["hidden_size"] = text["hidden_size"]
     return Qwen2VLConfig(
         text_config=text,
         vision_config=vision,
