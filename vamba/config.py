@@ -1,0 +1,24 @@
+"""Structured config schemas registered with Hydra's ConfigStore, so shipped YAML is validated on load.
+
+Every YAML under `configs/<group>/` starts with `defaults: [<group>_schema, _self_]`, which merges it over the
+dataclass schema: a misspelt or unknown key fails at composition time instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from .data.mixture import MixtureConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def register_configs() -> None:
+    """Register the schemas (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(group="data", name="data_schema", node=MixtureConfig)
+
+
+register_configs()

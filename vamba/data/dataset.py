@@ -1,0 +1,193 @@
+"""Training samples: annotation record -> chat messages -> processed model inputs, skipping bad samples.
+
+A long run must never die on one bad file: unreadable media, a conversation with nothing to train on, or text
+over the token budget make `SampleBuilder` raise `SampleError`; `VambaDataset` catches it, counts it by reason,
+logs the path and reason, appends it to an optional JSONL skip log, and returns None, which the collators drop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .processor import IGNORE_INDEX, Message, VambaProcessor
+
+logger = logging.getLogger(__name__)
+
+SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+CAPTION_PROMPT = "Describe the image."
+_PLACEHOLDER = re.compile(r"<(image|video)>")
+
+
+@dataclass
+class FrameConfig:
+    """How frames are taken from a video (see `vamba.data.video.load_video`)."""
+
+    num_frames: int | None = 16
+    fps: float | None = None
+    sample: str = "uniform"
+    max_frames: int | None = None
+    token_budget: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+class SampleError(Exception):
+    """A training sample that cannot be used; `reason` is a short category for counting."""
+
+    def __init__(self, where: str, reason: str, detail: str = ""):
+        super().__init__(f"{where}: {reason}{': ' + detail if detail else ''}")
+        self.where, self.reason, self.detail = where, reason, detail
+
+
+def llava_to_messages(record: dict[str, Any]) -> tuple[list[Message], list[tuple[str, str]]]:
+    """LLaVA conversation -> chat messages with `{"type": "image"|"video", <kind>: path}` items.
+
+    `<image>`/`<video>` placeholders mark where media goes; media without a placeholder is put before the first
+    human turn's text (LLaVA's convention). Returns the messages and the (kind, path) list in order.
+    """
+    media = []
+    for kind in ("image", "video"):
+        value = record.get(kind)
+        if value:
+            media += [(kind, p) for p in ([value] if isinstance(value, str) else value)]
+    queue = list(media)
+    messages: list[Message] = []
+    for turn in record["conversations"]:
+        role = SPEAKERS[turn["from"]]
+        text = turn["value"]
+        if role != "user":
+            messages.append({"role": role, "content": text})
+            continue
+        content: list[dict[str, Any]] = []
+        pos = 0
+        for m in _PLACEHOLDER.finditer(text):
+            if text[pos : m.start()].strip():
+                content.append({"type": "text", "text": text[pos : m.start()].strip("\n")})
+            kinds = [i for i, (k, _) in enumerate(queue) if k == m.group(1)]
+            if not kinds:
+                raise SampleError(record.get("_where", "?"), "placeholder without media", m.group(0))
+            kind, path = queue.pop(kinds[0])
+            content.append({"type": kind, kind: path})
+            pos = m.end()
+        if text[pos:].strip():
+            content.append({"type": "text", "text": text[pos:].lstrip("\n")})
+        messages.append({"role": "user", "content": content})
+    if queue:
+        first_user = next((m for m in messages if m["role"] == "user"), None)
+        if first_user is None:
+            raise SampleError(record.get("_where", "?"), "media but no human turn")
+        first_user["content"] = [{"type": k, k: p} for k, p in queue] + first_user["content"]
+    return messages, media
+
+
+class SampleBuilder:
+    """Record of one annotation format -> processed sample (`VambaProcessor` output), or `SampleError`."""
+
+    def __init__(self, processor: VambaProcessor, fmt: str, root: str | Path | None = None,
+                 frames: FrameConfig | None = None, max_text_tokens: int | None = None):
+        self.processor = processor
+        self.fmt = fmt
+        self.root = Path(root) if root is not None else None
+        self.frames = frames or FrameConfig()
+        self.max_text_tokens = max_text_tokens
+
+    def _path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() or self.root is None else self.root / p
+
+    def _load(self, kind: str, rel: str, where: str) -> np.ndarray:
+        path = self._path(rel)
+        if kind == "image":
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as im:
+                    return np.asarray(im.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as e:
+                raise SampleError(where, "unreadable image", f"{path} ({e})") from None
+        from .video import VideoReadError, load_video
+
+        f = self.frames
+        try:
+            return load_video(path, num_frames=f.num_frames, fps=f.fps, sample=f.sample, max_frames=f.max_frames,
+                              token_budget=f.token_budget, min_pixels=f.min_pixels, max_pixels=f.max_pixels).frames
+        except VideoReadError as e:
+            raise SampleError(where, "unreadable video", str(e)) from None
+
+    def messages(self, record: dict[str, Any]) -> list[Message]:
+        """Chat messages with media loaded as arrays."""
+        where = record.get("_where", "?")
+        if self.fmt == "llava":
+            messages, _ = llava_to_messages(record)
+        else:  # caption / webdataset
+            if not str(record.get("caption", "")).strip():
+                raise SampleError(where, "empty caption")
+            image: Any = record.get("image")
+            if "image_bytes" in record:
+                import io
+
+                from PIL import Image
+
+                try:
+                    image = np.asarray(Image.open(io.BytesIO(record["image_bytes"])).convert("RGB"))
+                except OSError as e:
+                    raise SampleError(where, "unreadable image", str(e)) from None
+            messages = [
+                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": CAPTION_PROMPT}]},
+                {"role": "assistant", "content": record["caption"]},
+            ]
+        if not any(m["role"] == "assistant" and str(m["content"]).strip() for m in messages):
+            raise SampleError(where, "empty conversation", "no assistant turn to train on")
+        for msg in messages:
+            if isinstance(msg["content"], list):
+                for item in msg["content"]:
+                    kind = item["type"]
+                    if kind in ("image", "video") and isinstance(item[kind], (str, Path)):
+                        item[kind] = self._load(kind, str(item[kind]), where)
+        return messages
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+        where = record.get("_where", "?")
+        messages = self.messages(record)
+        try:
+            sample = self.processor(messages, max_length=self.max_text_tokens)
+        except ValueError as e:
+            reason = "text over budget" if "max_length" in str(e) else "bad conversation"
+            raise SampleError(where, reason, str(e)) from None
+        if (sample["labels"] == IGNORE_INDEX).all():
+            raise SampleError(where, "empty conversation", "all labels masked")
+        sample["visual_tokens"] = torch.tensor(self.processor.visual_tokens(sample))
+        return sample
+
+
+class VambaDataset(torch.utils.data.Dataset):
+    """Map-style dataset over annotation records; bad samples come back as None and are counted."""
+
+    def __init__(self, records: list[dict[str, Any]], builder: SampleBuilder, skip_log: str | Path | None = None):
+        self.records = records
+        self.builder = builder
+        self.skip_log = Path(skip_log) if skip_log is not None else None
+        self.skipped: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        try:
+            return self.builder(self.records[index])
+        except SampleError as e:
+            self.skipped[e.reason] += 1
+            logger.warning("skipping sample %s", e)
+            if self.skip_log is not None:
+                with open(self.skip_log, "a", encoding="utf-8") as f:  # append-only: safe to interrupt
+                    f.write(json.dumps({"where": e.where, "reason": e.reason, "detail": e.detail}) + "\n")
+            return None
