@@ -109,20 +109,21 @@ def test_bad_samples_are_skipped_counted_and_logged(proc, caption_dir, tmp_path)
     log = tmp_path / "skipped.jsonl"
     ds = VambaDataset(recs, SampleBuilder(proc, "caption", caption_dir), skip_log=log)
     out = [ds[i] for i in range(len(ds))]
-    assert [o is None for o in out] == [False, True, False, True, True]
-    assert ds.skipped == {"unreadable image": 2, "empty caption": 1}
+    # Index 1 (missing image) is served by index 2; 3 and 4 are bad and wrap around to index 0.
+    assert [o["labels"].shape == ds[0]["labels"].shape for o in out] == [True, False, False, True, True]
+    assert torch.equal(out[1]["input_ids"], out[2]["input_ids"]) and torch.equal(out[3]["input_ids"], out[0]["input_ids"])
+    assert ds.skipped == {"unreadable image": 3, "empty caption": 1}  # item 4 was tried twice (via 3, and itself)
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert logged[0]["reason"] == "unreadable image" and "missing.png" in logged[0]["detail"]
     batch = collate_padded(out, PAD)
-    assert batch["input_ids"].shape[0] == 2 and batch["image_grid_thw"].shape == (2, 3)
+    assert batch["input_ids"].shape[0] == 5 and batch["image_grid_thw"].shape == (5, 3)
 
 
 def test_text_over_budget_is_skipped(proc, caption_dir):
     recs = read_annotations("caption", caption_dir / "captions.jsonl")
     recs[0]["caption"] = "very long " * 100
     ds = VambaDataset(recs, SampleBuilder(proc, "caption", caption_dir, max_text_tokens=200))
-    assert ds[0] is None and ds.skipped == {"text over budget": 1}
-    assert ds[1] is not None
+    assert torch.equal(ds[0]["input_ids"], ds[1]["input_ids"]) and ds.skipped == {"text over budget": 1}
 
 
 def test_mixture_weights_caps_and_determinism(proc, caption_dir):

@@ -2,7 +2,7 @@
 
 A long run must never die on one bad file: unreadable media, a conversation with nothing to train on, or text
 over the token budget make `SampleBuilder` raise `SampleError`; `VambaDataset` catches it, counts it by reason,
-logs the path and reason, appends it to an optional JSONL skip log, and returns None, which the collators drop.
+logs the path and reason, appends it to an optional JSONL skip log, and serves the next good sample instead.
 """
 
 from __future__ import annotations
@@ -170,7 +170,11 @@ class SampleBuilder:
 
 
 class VambaDataset(torch.utils.data.Dataset):
-    """Map-style dataset over annotation records; bad samples come back as None and are counted."""
+    """Map-style dataset over annotation records that never fails on a bad sample.
+
+    A bad record is counted by reason, logged, appended to the optional JSONL skip log, and replaced by the
+    next good record (index + 1, + 2, ...), so every batch is full and deterministic for a given index.
+    """
 
     def __init__(self, records: list[dict[str, Any]], builder: SampleBuilder, skip_log: str | Path | None = None):
         self.records = records
@@ -181,13 +185,17 @@ class VambaDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
-        try:
-            return self.builder(self.records[index])
-        except SampleError as e:
-            self.skipped[e.reason] += 1
-            logger.warning("skipping sample %s", e)
-            if self.skip_log is not None:
-                with open(self.skip_log, "a", encoding="utf-8") as f:  # append-only: safe to interrupt
-                    f.write(json.dumps({"where": e.where, "reason": e.reason, "detail": e.detail}) + "\n")
-            return None
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        for attempt in range(len(self.records)):
+            try:
+                return self.builder(self.records[(index + attempt) % len(self.records)])
+            except SampleError as e:
+                self._record_skip(e)
+        raise RuntimeError(f"all {len(self.records)} samples of this dataset are unusable; see the skip log")
+
+    def _record_skip(self, e: SampleError) -> None:
+        self.skipped[e.reason] += 1
+        logger.warning("skipping sample %s", e)
+        if self.skip_log is not None:
+            with open(self.skip_log, "a", encoding="utf-8") as f:  # append-only: safe to interrupt
+                f.write(json.dumps({"where": e.where, "reason": e.reason, "detail": e.detail}) + "\n")
