@@ -107,3 +107,17 @@ def test_bad_messages(proc):
         proc([{"role": "user", "content": "x" * 50}], max_length=10)
     with pytest.raises(ValueError, match="4-D"):
         patchify(np.zeros((56, 56, 3)), proc.vision)
+
+
+def test_qwen2vl_layout_puts_visual_tokens_inline_for_the_baseline():
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from vamba.modeling.tiny import VIDEO_PAD, tiny_qwen2vl_config
+
+    proc = VambaProcessor.tiny(patch_size=14, layout="qwen2_vl")
+    out = proc([{"role": "user", "content": [{"type": "video", "video": _frames(4)}, {"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "content": "A"}])
+    assert (out["input_ids"] == VIDEO_PAD).sum() == 8 == (out["mm_token_type_ids"] == 2).sum()
+    torch.manual_seed(0)
+    loss = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14}))(**out).loss
+    assert torch.isfinite(loss)

@@ -163,28 +163,34 @@ class VambaProcessor:
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, vision: VisionSettings | None = None,
-                 system_prompt: str | None = DEFAULT_SYSTEM):
+                 system_prompt: str | None = DEFAULT_SYSTEM, layout: str = "vamba"):
+        if layout not in ("vamba", "qwen2_vl"):
+            raise ValueError(f"layout must be 'vamba' or 'qwen2_vl', got {layout!r}")
         self.tokenizer = tokenizer
         self.vision = vision or VisionSettings()
         self.system_prompt = system_prompt
+        # "qwen2_vl" puts the visual tokens inline as <|video_pad|>/<|image_pad|> runs (for the baseline model).
+        self.layout = layout
+        self.pad_ids = {k: tokenizer.convert_tokens_to_ids(f"<|{k}_pad|>") for k in ("image", "video")}
         missing = [t for t in QWEN_SPECIAL_TOKENS[1:5] if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
         if missing:
             raise ValueError(f"tokenizer lacks Qwen special tokens {missing}")
         self.im_end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     @classmethod
-    def tiny(cls, patch_size: int = 14, **vision: Any) -> VambaProcessor:
+    def tiny(cls, patch_size: int = 14, layout: str = "vamba", **vision: Any) -> VambaProcessor:
         """Offline processor for tests and the CPU quickstart (byte-level tokenizer, small frames)."""
-        settings = VisionSettings(patch_size=patch_size, min_pixels=(2 * patch_size) ** 2, max_pixels=(8 * patch_size) ** 2)
+        side = 2 * patch_size
+        settings = VisionSettings(patch_size=patch_size, min_pixels=side**2, max_pixels=(4 * side) ** 2)
         for key, value in vision.items():
             setattr(settings, key, value)
-        return cls(build_tiny_tokenizer(), settings)
+        return cls(build_tiny_tokenizer(), settings, layout=layout)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> VambaProcessor:
+    def from_pretrained(cls, path: str | Path, layout: str = "vamba") -> VambaProcessor:
         """Load the tokenizer and pixel settings saved in a checkpoint directory (local files only)."""
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return cls(tokenizer, VisionSettings.from_dir(path))
+        return cls(tokenizer, VisionSettings.from_dir(path), layout=layout)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write tokenizer files and a Qwen2-VL-style `preprocessor_config.json`."""
@@ -241,15 +247,26 @@ class VambaProcessor:
         """
         ids: list[int] = []
         labels: list[int] = []
+        types: list[int] = []
         visuals: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"image": [], "video": []}
+        merge = self.vision.merge_size**2
         for text, trainable, visual in self._pieces(messages, add_generation_prompt):
             piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids += piece
-            labels += piece if trainable else [IGNORE_INDEX] * len(piece)
             if visual is not None:
                 kind, frames = visual
                 frames = frames if kind == "video" else np.asarray(frames)[None]
-                visuals[kind].append(patchify(frames, self.vision))
+                pixels, grid = patchify(frames, self.vision)
+                visuals[kind].append((pixels, grid))
+                if self.layout == "qwen2_vl":  # <|vision_start|> + one pad token per visual token + <|vision_end|>
+                    n = int(grid.prod()) // merge
+                    piece = [piece[0]] + [self.pad_ids[kind]] * n + [piece[-1]]
+                    types += [0] + [1 if kind == "image" else 2] * n + [0]
+                else:
+                    types += [0] * len(piece)
+            else:
+                types += [0] * len(piece)
+            ids += piece
+            labels += piece if trainable else [IGNORE_INDEX] * len(piece)
         if max_length is not None and len(ids) > max_length:
             raise ValueError(f"conversation is {len(ids)} tokens, over max_length={max_length}")
         out = {
@@ -257,6 +274,8 @@ class VambaProcessor:
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
             "labels": torch.tensor([labels]),
         }
+        if self.layout == "qwen2_vl":
+            out["mm_token_type_ids"] = torch.tensor([types])
         for kind, pixels_key, grid_key in (("video", "pixel_values_videos", "video_grid_thw"),
                                            ("image", "pixel_values", "image_grid_thw")):
             if visuals[kind]:
