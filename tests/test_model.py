@@ -409,3 +409,22 @@ def test_cache_is_vamba_cache(vamba):
     k, v = out.past_key_values.video_kv[0]
     assert k.shape == (1, 2, 8, 16)  # (batch, kv heads, M = 2 x 4 x 4 patches / 2x2 merge, head dim)
     assert EOS != BOS
+
+
+def test_training_text_only_batch_runs_every_module_with_zero_effect(qwen):
+    """ZeRO-3/DDP need the same modules on every rank: a text-only training batch still runs the vision tower,
+    cross-attention and mixers, on a placeholder no text token can see, and the loss is unchanged."""
+    model = from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 8})
+    ids = torch.randint(1, 200, (2, 9), generator=_seed(20))
+    called = set()
+    for name in ("model.visual", "model.language_model.layers.0.cross_attn", "model.language_model.layers.0.vision_mixer"):
+        model.get_submodule(name).register_forward_pre_hook(lambda *a, name=name: called.add(name))
+    train_loss = model.train()(input_ids=ids, labels=ids).loss
+    assert len(called) == 3
+    train_loss.backward()
+    assert model.model.language_model.layers[0].cross_attn.k_proj.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        eval_loss = model.eval()(input_ids=ids, labels=ids).loss
+        ref = qwen(input_ids=ids, labels=ids).loss
+    torch.testing.assert_close(train_loss.detach(), eval_loss)
+    torch.testing.assert_close(eval_loss, ref, atol=1e-5, rtol=1e-5)

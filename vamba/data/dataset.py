@@ -142,7 +142,8 @@ class SampleBuilder:
                 except OSError as e:
                     raise SampleError(where, "unreadable image", str(e)) from None
             messages = [
-                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": CAPTION_PROMPT}]},
+                {"role": "user",
+                 "content": [{"type": "image", "image": image}, {"type": "text", "text": CAPTION_PROMPT}]},
                 {"role": "assistant", "content": record["caption"]},
             ]
         if not any(m["role"] == "assistant" and str(m["content"]).strip() for m in messages):
@@ -169,6 +170,12 @@ class SampleBuilder:
         return sample
 
 
+def sample_key(record: dict[str, Any]) -> str:
+    """Stable key of a record (for stored teacher logits): its `id` within its source, else its file position."""
+    rid = record.get("id")
+    return f"{record.get('_source', '')}/{rid}" if rid is not None else str(record.get("_where", "?"))
+
+
 class VambaDataset(torch.utils.data.Dataset):
     """Map-style dataset over annotation records that never fails on a bad sample.
 
@@ -187,8 +194,11 @@ class VambaDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         for attempt in range(len(self.records)):
+            record = self.records[(index + attempt) % len(self.records)]
             try:
-                return self.builder(self.records[(index + attempt) % len(self.records)])
+                sample = self.builder(record)
+                sample["sample_key"] = sample_key(record)
+                return sample
             except SampleError as e:
                 self._record_skip(e)
         raise RuntimeError(f"all {len(self.records)} samples of this dataset are unusable; see the skip log")

@@ -65,7 +65,9 @@ def _select(records: list[dict[str, Any]], src: SourceConfig, seed: int) -> list
     return picked[: src.max_samples] if src.max_samples is not None else picked
 
 
-def build_mixture(cfg: MixtureConfig | Any, processor: VambaProcessor, skip_log: str | Path | None = None) -> VambaDataset:
+def build_mixture(
+    cfg: MixtureConfig | Any, processor: VambaProcessor, skip_log: str | Path | None = None
+) -> VambaDataset:
     """Read every source, apply weights/caps and return one dataset whose records remember their source.
 
     `cfg` may be a `MixtureConfig` or an OmegaConf node with that schema.

@@ -68,6 +68,8 @@ def collate_padded(samples: Sequence[dict[str, torch.Tensor] | None], pad_token_
         ids[i, :n], labels[i, :n], mask[i, :n] = s["input_ids"][0], s["labels"][0], 1
     out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     _cat_pixels(samples, out)
+    if any("sample_key" in s for s in samples):
+        out["sample_keys"] = [s.get("sample_key") for s in samples]
     return out
 
 

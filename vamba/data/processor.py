@@ -94,7 +94,8 @@ class VisionSettings:
 
 def _as_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(T, H, W, 3) or (T, 3, H, W), uint8 or float in [0, 255] -> float32 (T, 3, H, W)."""
-    x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    # Decoders may hand out read-only arrays; copy only then (torch warns on non-writable memory).
+    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.require(frames, requirements="W"))
     if x.ndim != 4:
         raise ValueError(f"frames must be 4-D (T, H, W, 3) or (T, 3, H, W), got shape {tuple(x.shape)}")
     if x.shape[1] != 3 and x.shape[-1] == 3:
@@ -129,7 +130,7 @@ def patchify(frames: np.ndarray | torch.Tensor, settings: VisionSettings) -> tup
     p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
     gt, gh, gw = x.shape[0] // tp, rh // p, rw // p
     x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
-    # Order: time, merged rows, merged cols, rows in merge window, cols in merge window | channel, time, pixel rows, cols
+    # Order: time, merged row, merged col, row and col in the merge window | channel, time, pixel row, pixel col
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     return x.reshape(gt * gh * gw, 3 * tp * p * p), torch.tensor([gt, gh, gw])
 
@@ -172,7 +173,8 @@ class VambaProcessor:
         # "qwen2_vl" puts the visual tokens inline as <|video_pad|>/<|image_pad|> runs (for the baseline model).
         self.layout = layout
         self.pad_ids = {k: tokenizer.convert_tokens_to_ids(f"<|{k}_pad|>") for k in ("image", "video")}
-        missing = [t for t in QWEN_SPECIAL_TOKENS[1:5] if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        unknown = (None, tokenizer.unk_token_id)
+        missing = [t for t in QWEN_SPECIAL_TOKENS[1:5] if tokenizer.convert_tokens_to_ids(t) in unknown]
         if missing:
             raise ValueError(f"tokenizer lacks Qwen special tokens {missing}")
         self.im_end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -63,11 +63,13 @@ def normalize_mixer_config(mixer_type: str, mixer_config: dict[str, Any] | None)
     Raises:
         ValueError: if a key is unknown for this mixer, naming the key.
     """
-    defaults = MAMBA2_DEFAULTS if mixer_type == "mamba2" else MAMBA1_DEFAULTS if mixer_type == "mamba1" else {}
+    if mixer_type == "none":
+        return {}  # no mixer: nothing to configure (a config may still carry another mixer's settings)
+    defaults = MAMBA2_DEFAULTS if mixer_type == "mamba2" else MAMBA1_DEFAULTS
     out = dict(defaults)
     for key, value in (mixer_config or {}).items():
         key = _MIXER_KEY_ALIASES.get(key, key)
-        if key in _MIXER_KEYS_IGNORED:
+        if key in _MIXER_KEYS_IGNORED or value is None:  # None = unset, so a YAML override can drop a key
             continue
         if key not in defaults:
             raise ValueError(
@@ -152,7 +154,7 @@ class VambaConfig(Qwen2VLConfig):
 
     @classmethod
     def from_qwen2vl_config(cls, base: Qwen2VLConfig, **vamba_fields: Any) -> VambaConfig:
-        """Build a Vamba config from a stock Qwen2-VL config, overriding Vamba fields by keyword."""
+        """Build a Vamba config from a Qwen2-VL (or Vamba) config, overriding Vamba fields by keyword."""
         data = base.to_dict()
         for key in ("model_type", "architectures", "transformers_version"):
             data.pop(key, None)

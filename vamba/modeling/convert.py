@@ -7,9 +7,7 @@ partitioned by DeepSpeed ZeRO-3, so the same call works inside a ZeRO-3 run.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .configuration_vamba import VambaConfig
 from .modeling_vamba import VambaForConditionalGeneration
+from .zero import gathered
 
 # Files a Qwen2-VL directory carries besides weights and config, which a converted model needs unchanged.
 PROCESSOR_FILES = (
@@ -34,16 +33,6 @@ PROCESSOR_FILES = (
     "processor_config.json",
     "generation_config.json",
 )
-
-
-def gathered(params: Iterable[torch.nn.Parameter], modifier_rank: int | None = 0):
-    """Context in which ZeRO-3 partitioned `params` are whole (a no-op for ordinary parameters)."""
-    params = list(params)
-    if any(hasattr(p, "ds_id") for p in params):
-        import deepspeed  # only reachable inside a DeepSpeed run
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ssd import ssd_chunk_scan
+from .zero import gathered
 
 __all__ = ["GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "Mamba2State", "build_mixer", "causal_depthwise_conv"]
 
@@ -255,6 +256,7 @@ class Mamba2Mixer(nn.Module):
         norm_eps: float = 1e-5,
         layer_idx: int | None = None,
         use_kernels: bool = True,
+        out_proj_scale: float = 1.0,
         device=None,
         dtype=None,
     ) -> None:
@@ -297,16 +299,32 @@ class Mamba2Mixer(nn.Module):
             p._no_weight_decay = True
         self.norm = GatedRMSNorm(self.d_inner, group_size=self.d_inner // ngroups, eps=norm_eps, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
-        self.reset_parameters()
+        self.out_proj_scale = out_proj_scale
+        # Children initialised themselves (PyTorch defaults = mamba_ssm's); under DeepSpeed's zero.Init they are
+        # already partitioned here, so only this module's own parameters are set, plus the gathered rescale.
+        self._init_ssm_parameters()
+        self._scale_out_proj()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """mamba_ssm's Mamba2 init: default Linear/Conv1d init, A ~ U[A_init_range] (stored as log),
-        dt ~ log-U[dt_min, dt_max] floored (stored as inverse-softplus bias), D = 1, norm weight = 1."""
+        dt ~ log-U[dt_min, dt_max] floored (stored as inverse-softplus bias), D = 1, norm weight = 1, and
+        out_proj scaled by `out_proj_scale` (GPT-2's 1/sqrt(n_layers) for residual branches)."""
         self.in_proj.reset_parameters()
         self.conv1d.reset_parameters()
         self.out_proj.reset_parameters()
         self.norm.reset_parameters()
+        self._init_ssm_parameters()
+        self._scale_out_proj()
+
+    @torch.no_grad()
+    def _scale_out_proj(self) -> None:
+        if self.out_proj_scale != 1.0:
+            with gathered([self.out_proj.weight]):
+                self.out_proj.weight.mul_(self.out_proj_scale)
+
+    @torch.no_grad()
+    def _init_ssm_parameters(self) -> None:
         device = self.A_log.device
         A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*self.A_init_range)
         self.A_log.copy_(torch.log(A))
@@ -561,6 +579,7 @@ class Mamba1Mixer(nn.Module):
         conv_bias: bool = True,
         layer_idx: int | None = None,
         use_kernels: bool = True,
+        out_proj_scale: float = 1.0,
         device=None,
         dtype=None,
     ) -> None:
@@ -591,7 +610,8 @@ class Mamba1Mixer(nn.Module):
         for p in (self.A_log, self.D):
             p._no_weight_decay = True
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
-        self.reset_parameters()
+        self.out_proj_scale = out_proj_scale
+        self._init_ssm_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -599,17 +619,27 @@ class Mamba1Mixer(nn.Module):
         inverse-softplus of log-uniform dt, A = 1..d_state per channel (S4D-real, stored as log), D = 1."""
         for sub in (self.in_proj, self.conv1d, self.x_proj, self.out_proj):
             sub.reset_parameters()
+        self._init_ssm_parameters()
+
+    @torch.no_grad()
+    def _init_ssm_parameters(self) -> None:
+        # dt_proj and out_proj are children: under zero.Init they are partitioned by now, hence `gathered`.
+        with gathered([self.dt_proj.weight, self.dt_proj.bias, self.out_proj.weight]):
+            self._init_dt_and_scale()
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=self.A_log.device).expand(self.d_inner, -1)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+
+    def _init_dt_and_scale(self) -> None:
         std = self.dt_rank**-0.5 * self.dt_scale
         if self.dt_init == "constant":
             nn.init.constant_(self.dt_proj.weight, std)
         else:
             nn.init.uniform_(self.dt_proj.weight, -std, std)
-        device = self.A_log.device
-        dt_bias = _inverse_softplus_dt(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor, device)
+        dt_bias = _inverse_softplus_dt(self.d_inner, self.dt_min, self.dt_max, self.dt_init_floor, self.A_log.device)
         self.dt_proj.bias.copy_(dt_bias)
-        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device).expand(self.d_inner, -1)
-        self.A_log.copy_(torch.log(A))
-        self.D.fill_(1.0)
+        if self.out_proj_scale != 1.0:
+            self.out_proj.weight.mul_(self.out_proj_scale)
 
     def forward(self, hidden_states: torch.Tensor, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
         """hidden_states: (b, l, d_model) -> (b, l, d_model); seq_idx: (b, l) packed-sequence ids or None."""

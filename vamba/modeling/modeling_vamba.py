@@ -16,7 +16,6 @@ Decoder layer l, with x the text hidden states and V the video hidden states ent
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +98,9 @@ class VisionMixerBlock(nn.Module):
         super().__init__()
         eps = config.mixer_config.get("norm_eps", 1e-5)
         self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=eps)
-        self.mixer = build_mixer(config.mixer_type, config.hidden_size, layer_idx=layer_idx, **config.mixer_config)
+        # GPT-2 style 1/sqrt(n_layers) scaling of the residual branch's output projection (as the release).
+        self.mixer = build_mixer(config.mixer_type, config.hidden_size, layer_idx=layer_idx,
+                                 out_proj_scale=config.num_hidden_layers**-0.5, **config.mixer_config)
 
     def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
         """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes."""
@@ -188,7 +189,8 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
 
 
 def _mixer_params_loaded(mixer: nn.Module) -> bool:
-    return any(getattr(p, "_is_hf_initialized", False) for p in mixer.parameters())
+    """True if loading already filled the mixer, or if ZeRO-3 partitioned it (then its constructor did the init)."""
+    return any(getattr(p, "_is_hf_initialized", False) or hasattr(p, "ds_id") for p in mixer.parameters())
 
 
 class VambaTextModel(Qwen2VLTextModel):
@@ -215,12 +217,10 @@ class VambaTextModel(Qwen2VLTextModel):
         if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
             init.constant_(module.alpha, 0.5)
         elif isinstance(module, VisionMixerBlock) and not _mixer_params_loaded(module.mixer):
-            # mamba_ssm's init (A, dt, D, conv), then GPT-2 style 1/sqrt(n_layers) scaling of the residual branch.
+            # mamba_ssm's init (A, dt, D, default Linear/Conv1d) and the scaled out_proj. Partitioned ZeRO-3
+            # parameters were initialised whole in the mixer's constructor, so there is nothing to redo.
             with torch.no_grad():
-                for sub in (module.mixer.in_proj, module.mixer.out_proj, module.mixer.conv1d):
-                    sub.reset_parameters()
                 module.mixer.reset_parameters()
-                module.mixer.out_proj.weight /= math.sqrt(self.config.num_hidden_layers)
             for p in module.mixer.parameters():
                 p._is_hf_initialized = True
 
@@ -375,10 +375,7 @@ class VambaModel(Qwen2VLModel):
         elif pixel_values is not None or pixel_values_videos is not None:
             if input_ids is None or input_ids.shape[-1] == 0:
                 raise ValueError("a video or image needs text: input_ids is empty, so there is nothing to answer with")
-            items = {
-                "image": self._encode(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw"),
-                "video": self._encode(pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw"),
-            }
+            items = self._encode(pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
             video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values)
         elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
             n_markers = int((input_ids == self.config.vision_start_token_id).sum())
@@ -387,6 +384,9 @@ class VambaModel(Qwen2VLModel):
                     f"input_ids hold {n_markers} vision marker(s) (<|vision_start|>, id "
                     f"{self.config.vision_start_token_id}) but no pixel_values/pixel_values_videos were given"
                 )
+        if video is None and self.training:
+            batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+            video = self._placeholder_stream(batch, self.visual.get_device())
         return self.language_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -398,14 +398,14 @@ class VambaModel(Qwen2VLModel):
             **kwargs,
         )
 
-    def _encode(
+    def _check_pixels(
         self, pixels: torch.Tensor | None, grid_thw: torch.Tensor | None, pixels_name: str, grid_name: str
-    ) -> list[VisualItem]:
-        """Run the vision tower on all items of one kind; check the grid against the pixel tensor first."""
+    ) -> bool:
+        """Validate one kind's pixels against its grid; False when that kind is absent."""
         if pixels is None:
             if grid_thw is not None and len(grid_thw):
                 raise ValueError(f"{grid_name} was given but {pixels_name} is missing")
-            return []
+            return False
         if grid_thw is None:
             raise ValueError(f"{pixels_name} was given without {grid_name}")
         if not torch.is_floating_point(pixels):
@@ -424,10 +424,57 @@ class VambaModel(Qwen2VLModel):
             )
         if bool(((grid_thw[:, 1:] % merge) != 0).any()):
             raise ValueError(f"{grid_name} heights/widths must be multiples of spatial_merge_size={merge}")
-        embeds = self.visual(pixels.type(self.visual.dtype), grid_thw=grid_thw).pooler_output
-        sizes = (grid_thw.prod(-1) // merge**2).tolist()
-        grids = [(int(t), int(h) // merge, int(w) // merge) for t, h, w in grid_thw.tolist()]
-        return [VisualItem(e, g) for e, g in zip(torch.split(embeds, sizes), grids)]
+        return True
+
+    def _encode(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        pixel_values_videos: torch.Tensor | None,
+        video_grid_thw: torch.Tensor | None,
+    ) -> dict[str, list[VisualItem]]:
+        """Images and videos through the vision tower in ONE call (items stay independent: the tower attends
+        within each item). One call per forward whatever the batch holds keeps ZeRO-3's parameter gathering in
+        step across ranks."""
+        kinds = {
+            "image": (pixel_values, image_grid_thw)
+            if self._check_pixels(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw") else None,
+            "video": (pixel_values_videos, video_grid_thw)
+            if self._check_pixels(pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw")
+            else None,
+        }
+        present = [(k, v) for k, v in kinds.items() if v is not None]
+        grid = torch.cat([g for _, (_, g) in present])
+        pixels = torch.cat([p for _, (p, _) in present]).type(self.visual.dtype)
+        embeds = self.visual(pixels, grid_thw=grid).pooler_output
+        merge = self.visual.spatial_merge_size
+        sizes = (grid.prod(-1) // merge**2).tolist()
+        items = [VisualItem(e, (int(t), int(h) // merge, int(w) // merge))
+                 for e, (t, h, w) in zip(torch.split(embeds, sizes), grid.tolist())]
+        out: dict[str, list[VisualItem]] = {"image": [], "video": []}
+        start = 0
+        for kind, (_, g) in present:
+            out[kind] = items[start : start + len(g)]
+            start += len(g)
+        return out
+
+    def _placeholder_stream(self, batch: int, device: torch.device) -> VideoStream:
+        """A one-token visual stream that no text token can see (sample index -1).
+
+        Used in training when a batch has no image or video: every rank still runs the vision tower, the
+        cross-attention projections and the mixers, so ZeRO-3 gathers the same parameters in the same order on
+        all ranks and DDP sees every parameter used. Its effect on the loss is exactly zero (fully masked
+        cross-attention contributes 0 and tokens seeing no video keep the base layer).
+        """
+        v = self.config.vision_config
+        merge = v.spatial_merge_size
+        row = v.in_channels * v.temporal_patch_size * v.patch_size**2
+        pixels = torch.zeros(merge * merge, row, device=device, dtype=self.visual.dtype)
+        embeds = self.visual(pixels, grid_thw=torch.tensor([[1, merge, merge]], device=device)).pooler_output
+        states = embeds.to(self.language_model.embed_tokens.weight.dtype)[None].expand(batch, -1, -1)
+        hidden = torch.full((batch, 1), -1, dtype=torch.long, device=device)
+        return VideoStream(states=states, sample_idx=hidden, seq_idx=torch.zeros_like(hidden, dtype=torch.int32),
+                           grid_positions=torch.zeros(3, batch, 1, dtype=torch.long, device=device))
 
     def _video_stream(
         self,
