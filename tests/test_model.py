@@ -428,3 +428,30 @@ def test_training_text_only_batch_runs_every_module_with_zero_effect(qwen):
         ref = qwen(input_ids=ids, labels=ids).loss
     torch.testing.assert_close(train_loss.detach(), eval_loss)
     torch.testing.assert_close(eval_loss, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_once_then_answer_many_questions_equals_encoding_per_question(vamba):
+    gen = _seed(21)
+    pixels, grid = random_video(vamba.config, 8, generator=gen)
+    video_cache = vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)
+    for n in (5, 9):
+        ids = _prompt(n, True, gen)[None]
+        with torch.no_grad():
+            once = vamba.generate(input_ids=ids, past_key_values=video_cache.fork(), max_new_tokens=4,
+                                  do_sample=False, eos_token_id=None, pad_token_id=0)
+            per_question = vamba.generate(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid,
+                                          max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
+            logits_once = vamba(input_ids=ids, past_key_values=video_cache.fork()).logits
+            logits_full = vamba(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid).logits
+        assert torch.equal(once, per_question)
+        torch.testing.assert_close(logits_once, logits_full)
+    assert video_cache.get_seq_length() > 0 and video_cache.fork().get_seq_length() == 0
+
+
+def test_token_reduction_keeps_a_uniform_fraction(vamba):
+    pixels, grid = random_video(vamba.config, 8, generator=_seed(22))  # 4 x 2 x 2 = 16 visual tokens
+    full = vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)
+    half = vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid, video_token_keep=0.5)
+    assert full.video_kv[0][0].shape[2] == 16 and half.video_kv[0][0].shape[2] == 8
+    with pytest.raises(ValueError, match="video_token_keep"):
+        vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid, video_token_keep=1.5)

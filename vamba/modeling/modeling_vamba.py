@@ -51,8 +51,18 @@ class VambaCache(DynamicCache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._init_args = (args, kwargs)
         self.video_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.video_visible: torch.Tensor | None = None
+
+    def fork(self) -> VambaCache:
+        """A cache with this one's video keys/values (shared, not copied) and no text: one per question, so
+        every question about a video reuses its single encoding."""
+        args, kwargs = self._init_args
+        new = VambaCache(*args, **kwargs)
+        new.video_kv = dict(self.video_kv)
+        new.video_visible = self.video_visible
+        return new
 
     @property
     def has_video(self) -> bool:
@@ -355,9 +365,13 @@ class VambaModel(Qwen2VLModel):
         video_grid_thw: torch.LongTensor | None = None,
         mm_token_type_ids: torch.IntTensor | None = None,
         mm_encoder_outputs: dict | None = None,
+        video_token_keep: float | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Encode images/videos with the vision tower and run the text model beside the visual stream.
+
+        `video_token_keep` (0, 1]: keep that fraction of each item's visual tokens, uniformly spaced, before the
+        language model (the paper's token-reduction variant uses 0.5 at inference).
 
         Args:
             input_ids: (B, N) chat text; each visual item appears as `<|vision_start|>` (then `<|image_pad|>` for
@@ -376,6 +390,10 @@ class VambaModel(Qwen2VLModel):
             if input_ids is None or input_ids.shape[-1] == 0:
                 raise ValueError("a video or image needs text: input_ids is empty, so there is nothing to answer with")
             items = self._encode(pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+            if video_token_keep is not None and not 0 < video_token_keep <= 1:
+                raise ValueError(f"video_token_keep must be in (0, 1], got {video_token_keep}")
+            if video_token_keep is not None and video_token_keep < 1:
+                items = {k: [it.keep_fraction(video_token_keep) for it in v] for k, v in items.items()}
             video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values)
         elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
             n_markers = int((input_ids == self.config.vision_start_token_id).sum())
@@ -535,6 +553,36 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
     def _prepare_multimodal_encoder_kwargs_for_generation(self, model_kwargs: dict) -> dict:
         # Keep raw pixels and grids: the forward encodes them at prefill, where it also needs each item's grid.
         return model_kwargs
+
+    @torch.no_grad()
+    def encode_video(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        video_token_keep: float | None = None,
+    ) -> VambaCache:
+        """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
+
+        Returns a cache to `fork()` per question: `generate(input_ids=<prompt with its markers>,
+        past_key_values=cache.fork())` then runs only the text path (no vision tower, no mixer, no projection of
+        the video), exactly as the video's first question would after its prefill.
+        """
+        n_images = 0 if image_grid_thw is None else len(image_grid_thw)
+        n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
+        if n_images + n_videos == 0:
+            raise ValueError("encode_video needs pixel_values_videos/video_grid_thw or pixel_values/image_grid_thw")
+        cfg = self.config
+        ids = [cfg.vision_start_token_id, cfg.image_token_id, cfg.vision_end_token_id] * n_images
+        ids += [cfg.vision_start_token_id, cfg.vision_end_token_id] * n_videos
+        device = self.model.visual.get_device()
+        cache = VambaCache(config=cfg.get_text_config(decoder=True))
+        self.model(input_ids=torch.tensor([ids], device=device), pixel_values=pixel_values,
+                   image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                   video_grid_thw=video_grid_thw, past_key_values=cache, use_cache=True,
+                   video_token_keep=video_token_keep)
+        return cache
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)

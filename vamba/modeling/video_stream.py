@@ -29,6 +29,20 @@ class VisualItem:
 
     embeds: torch.Tensor
     grid_thw: tuple[int, int, int]
+    positions: torch.Tensor | None = None  # (3, tokens) when tokens were dropped; else derived from grid_thw
+
+    def grid_positions(self, device) -> torch.Tensor:
+        return self.positions.to(device) if self.positions is not None else grid_positions(self.grid_thw, device)
+
+    def keep_fraction(self, keep: float) -> VisualItem:
+        """Keep `keep` of the tokens, uniformly spaced over the item (the paper's Vamba-TR drops 50%)."""
+        n = self.embeds.shape[0]
+        k = max(1, round(n * keep))
+        if k >= n:
+            return self
+        idx = torch.linspace(0, n - 1, k, device=self.embeds.device).round().long().unique()
+        positions = grid_positions(self.grid_thw, self.embeds.device)[:, idx]
+        return VisualItem(self.embeds[idx], self.grid_thw, positions)
 
 
 @dataclass
@@ -84,7 +98,7 @@ def assemble_video_stream(
             samples.append(
                 torch.cat([torch.full((item.embeds.shape[0],), s, dtype=torch.long, device=device) for s, item in row])
             )
-            grids.append(torch.cat([grid_positions(item.grid_thw, device) for _, item in row], dim=1).T)
+            grids.append(torch.cat([item.grid_positions(device) for _, item in row], dim=1).T)
         else:
             states.append(torch.zeros(0, hidden_size, dtype=dtype, device=device))
             samples.append(torch.zeros(0, dtype=torch.long, device=device))
