@@ -455,3 +455,18 @@ def test_token_reduction_keeps_a_uniform_fraction(vamba):
     assert full.video_kv[0][0].shape[2] == 16 and half.video_kv[0][0].shape[2] == 8
     with pytest.raises(ValueError, match="video_token_keep"):
         vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid, video_token_keep=1.5)
+
+
+@pytest.mark.parametrize("chunk", [2, 4, 6])
+def test_streaming_prefill_equals_full_prefill(vamba, chunk):
+    pixels, grid = random_video(vamba.config, 16, generator=_seed(23))  # 8 temporal patches
+    full = vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)
+    streamed = vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid, chunk_frames=chunk)
+    for layer in full.video_kv:
+        torch.testing.assert_close(streamed.video_kv[layer][0], full.video_kv[layer][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(streamed.video_kv[layer][1], full.video_kv[layer][1], atol=1e-5, rtol=1e-5)
+    ids = _prompt(6, True, _seed(24))[None]
+    with torch.no_grad():
+        a = vamba(input_ids=ids, past_key_values=full.fork()).logits
+        b = vamba(input_ids=ids, past_key_values=streamed.fork()).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -1,12 +1,17 @@
 """`vamba <command>`: the project's one command-line entry point.
 
 Commands:
-    convert   turn a Qwen2-VL checkpoint directory into a Vamba initialisation
+    convert          turn a Qwen2-VL checkpoint directory into a Vamba initialisation
+    train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba.train ...`)
+    eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
+
+Run `vamba <command> --help` for a command's options.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -31,7 +36,47 @@ def _convert(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"convert": _convert}
+def _train(argv: list[str]) -> int:
+    from .train.__main__ import main as train_main
+
+    sys.argv = ["vamba train", *argv]  # Hydra reads its overrides (and --help, --multirun) from sys.argv
+    train_main()
+    return 0
+
+
+def _schema_help(schema, prefix: str = "") -> list[str]:
+    lines = []
+    for f in dataclasses.fields(schema):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            lines += _schema_help(type(default), prefix=f"{prefix}{f.name}.")
+        else:
+            lines.append(f"  {prefix}{f.name}={default!r}")
+    return lines
+
+
+def _eval(argv: list[str]) -> int:
+    from .evals.runner import EvalConfig
+
+    if any(a in ("-h", "--help") for a in argv):
+        from .evals.benchmarks import list_benchmarks
+
+        print("usage: vamba eval key=value ...  (Hydra overrides; defaults below)\n")
+        print("\n".join(_schema_help(EvalConfig)))
+        print(f"\nbenchmarks: {', '.join(list_benchmarks())}")
+        return 0
+    from hydra import compose, initialize_config_dir
+
+    from .config import CONFIG_DIR
+    from .evals.runner import run_eval
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=argv)
+    run_eval(cfg)
+    return 0
+
+
+COMMANDS = {"convert": _convert, "train": _train, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:

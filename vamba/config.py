@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from .data.mixture import MixtureConfig
+from .evals.runner import EvalConfig
 from .train.config import DeepSpeedConfig, ModelConfig, StageConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -20,6 +21,7 @@ def register_configs() -> None:
     """Register the schemas (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
     cs.store(group="data", name="data_schema", node=MixtureConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="train", name="stage_schema", node=StageConfig)

@@ -39,7 +39,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
 from .mamba2 import build_mixer
-from .video_stream import VideoStream, VisualItem, assemble_video_stream, packed_sample_index
+from .video_stream import VideoStream, VisualItem, assemble_video_stream, grid_positions, packed_sample_index
 
 
 class VambaCache(DynamicCache):
@@ -112,8 +112,11 @@ class VisionMixerBlock(nn.Module):
         self.mixer = build_mixer(config.mixer_type, config.hidden_size, layer_idx=layer_idx,
                                  out_proj_scale=config.num_hidden_layers**-0.5, **config.mixer_config)
 
-    def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes."""
+    def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None, state=None) -> torch.Tensor:
+        """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes; `state`: a
+        `Mamba2State` to continue from and update (streaming prefill)."""
+        if state is not None:
+            return video_states + self.mixer(self.norm(video_states), seq_idx=seq_idx, state=state)
         return video_states + self.mixer(self.norm(video_states), seq_idx=seq_idx)
 
 
@@ -562,13 +565,19 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
         video_token_keep: float | None = None,
+        chunk_frames: int | None = None,
     ) -> VambaCache:
         """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
 
         Returns a cache to `fork()` per question: `generate(input_ids=<prompt with its markers>,
         past_key_values=cache.fork())` then runs only the text path (no vision tower, no mixer, no projection of
         the video), exactly as the video's first question would after its prefill.
+
+        `chunk_frames` streams a single video through the network `chunk_frames` frames at a time (see
+        `encode_video_streaming`): peak activation memory then no longer grows with the number of frames.
         """
+        if chunk_frames is not None and pixel_values is None and video_grid_thw is not None and len(video_grid_thw) == 1:
+            return self.encode_video_streaming(pixel_values_videos, video_grid_thw, chunk_frames, video_token_keep)
         n_images = 0 if image_grid_thw is None else len(image_grid_thw)
         n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
         if n_images + n_videos == 0:
@@ -582,6 +591,63 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
                    image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
                    video_grid_thw=video_grid_thw, past_key_values=cache, use_cache=True,
                    video_token_keep=video_token_keep)
+        return cache
+
+    @torch.no_grad()
+    def encode_video_streaming(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_grid_thw: torch.Tensor,
+        chunk_frames: int,
+        video_token_keep: float | None = None,
+    ) -> VambaCache:
+        """Streaming prefill of one video, `chunk_frames` frames at a time (DESIGN.md section 2, two streams).
+
+        Video tokens meet only the mixers (recurrences) and the cross-attention keys/values (per token), so the
+        video can be pushed through in chunks: the vision tower on the chunk (it attends within each temporal
+        patch, so chunking along time is exact), then every layer appends its keys/values to the cache and
+        runs its mixer carrying the conv and SSM state into the next chunk. Equals `encode_video` up to float
+        rounding; only the key/value cache grows with the number of frames.
+        """
+        if video_token_keep is not None and video_token_keep < 1:
+            raise ValueError("video_token_keep with streaming is not supported; drop tokens or stream, not both")
+        lm = self.model.language_model
+        tcfg = lm.config
+        if tcfg.mixer_type == "mamba1":
+            raise ValueError("streaming prefill needs a stateful mixer: mixer_type mamba2 or none")
+        t, h, w = (int(x) for x in video_grid_thw[0])
+        tp = self.config.vision_config.temporal_patch_size
+        step = max(1, chunk_frames // tp)  # temporal patches per chunk
+        rows_per_t = h * w
+        merge = self.model.visual.spatial_merge_size
+        cache = VambaCache(config=self.config.get_text_config(decoder=True))
+        layers = lm.layers
+        states = [layer.vision_mixer.mixer.allocate_state(1) if layer.vision_mixer is not None else None
+                  for layer in layers]
+        keys: list[list[torch.Tensor]] = [[] for _ in layers]
+        values: list[list[torch.Tensor]] = [[] for _ in layers]
+        dtype = lm.embed_tokens.weight.dtype
+        use_rope = tcfg.cross_attn_use_position_embeddings
+        for t0 in range(0, t, step):
+            t1 = min(t, t0 + step)
+            grid = torch.tensor([[t1 - t0, h, w]], device=video_grid_thw.device)
+            pixels = pixel_values_videos[t0 * rows_per_t : t1 * rows_per_t].type(self.model.visual.dtype)
+            v = self.model.visual(pixels, grid_thw=grid).pooler_output.to(dtype)[None]  # (1, m, d)
+            key_rope = None
+            if use_rope:
+                pos = grid_positions((t1 - t0, h // merge, w // merge), v.device)
+                pos[0] += t0
+                key_rope = lm.rotary_emb(v, pos[:, None, :])
+            for i, layer in enumerate(layers):
+                kv_in = layer.input_layernorm(v) if layer.cross_attn_use_layer_norm else v
+                k, val = layer.cross_attn.project_video(kv_in, key_rope)
+                keys[i].append(k)
+                values[i].append(val)
+                if layer.vision_mixer is not None and i < len(layers) - 1:
+                    v = layer.vision_mixer(v, state=states[i])
+        cache.video_kv = {i: (torch.cat(keys[i], dim=2), torch.cat(values[i], dim=2)) for i in range(len(layers))}
+        m = cache.video_kv[0][0].shape[2]
+        cache.video_visible = torch.ones(1, m, dtype=torch.bool, device=pixel_values_videos.device)
         return cache
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
