@@ -148,3 +148,31 @@ def test_eval_help_lists_options_and_benchmarks(capsys):
     assert main(["eval", "--help"]) == 0
     out = capsys.readouterr().out
     assert "model.path=" in out and "frames='64'" in out and "lvbench" in out
+
+
+def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
+    """The adapter's request handling with lmms-eval-shaped Instances (6-field args of the simple path)."""
+    from types import SimpleNamespace
+
+    from vamba.evals.lmms_eval_adapter import Vamba
+
+    model = Vamba(pretrained=str(checkpoints["vamba"]), max_num_frames=8, device="cpu")
+    video = str(next((synthetic_data / "videos").glob("syn_eval_*.mp4")))
+    model.task_dict = {"synthetic": {"test": {0: {"video": video}, 1: {"video": video}}}}
+    doc_to_visual = lambda doc: [doc["video"]]  # noqa: E731
+    requests = [
+        SimpleNamespace(args=("Which colour? Answer with the letter.", {"max_new_tokens": 3, "until": ["\n"]},
+                              doc_to_visual, doc_id, "synthetic", "test"))
+        for doc_id in (0, 1)
+    ]
+    out = model.generate_until(requests)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out) and out[0] == out[1]
+    with pytest.raises(NotImplementedError):
+        model.loglikelihood(requests)
+
+
+def test_lmms_eval_registration():
+    pytest.importorskip("lmms_eval", reason="optional extra `lmms` not installed")
+    from vamba.evals.lmms_eval_adapter import manifests
+
+    assert manifests().model_id == "vamba"

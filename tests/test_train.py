@@ -182,3 +182,41 @@ def test_every_config_composes_and_validates(overrides):
     assert OmegaConf.get_type(cfg) is TrainConfig
     assert cfg.train.global_batch_size % cfg.train.per_device_batch_size == 0
     VambaTextConfig(hidden_size=64, num_attention_heads=4, **OmegaConf.to_container(cfg.model.vamba))  # validates
+
+
+def test_distill_teacher_store_aligns_with_student_and_adds_kl(synthetic_data, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from vamba.cli import main
+    from vamba.config import CONFIG_DIR
+    from vamba.data.mixture import build_mixture
+    from vamba.data.processor import VambaProcessor
+    from vamba.train.trainer import train
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher"
+    Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(**TINY_BASE)).save_pretrained(teacher)
+    data = _overrides(synthetic_data, tmp_path / "unused", "data.sources.1.weight=0")[3:]
+    data = [o for o in data if o.startswith("data.")] + ["experiment=synthetic_cpu"]
+    store = tmp_path / "logits"
+    assert main(["distill-teacher", "--teacher", str(teacher), "--out", str(store), "--processor", "tiny",
+                 "--top-k", "8", *data]) == 0
+    logits = TeacherLogits(store)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=data)
+    student_data = build_mixture(cfg.data, VambaProcessor.tiny(patch_size=14))
+    assert len(logits.index) == len(student_data) == 16
+    sample = student_data[0]
+    values, indices = logits.get(sample["sample_key"])
+    assert values.shape == (sample["input_ids"].shape[1], 8)  # teacher positions = student text positions
+
+    first_losses = {}
+    for coeff in (0.0, 1.0):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=_overrides(
+                synthetic_data, tmp_path / f"student{coeff}", "data.sources.1.weight=0", "train.max_steps=1",
+                f"train.distill.coeff={coeff}", f"train.distill.logits={store}"))
+        trainer, _ = train(cfg)
+        first_losses[coeff] = _losses(tmp_path / f"student{coeff}")[1]
+    assert first_losses[1.0] > first_losses[0.0] + 1e-3  # same LM loss, plus a positive KL term

@@ -4,6 +4,9 @@ Commands:
     convert          turn a Qwen2-VL checkpoint directory into a Vamba initialisation
     train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba.train ...`)
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
+    chat             ask a model about a video
+    bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots)
+    distill-teacher  store a Qwen2-VL teacher's top-k logits over a training mixture
 
 Run `vamba <command> --help` for a command's options.
 """
@@ -76,7 +79,32 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"convert": _convert, "train": _train, "eval": _eval}
+def _chat(argv: list[str]) -> int:
+    from .chat import main as chat_main
+
+    return chat_main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    from .efficiency.bench import main as bench_main
+
+    return bench_main(argv) or 0
+
+
+def _distill_teacher(argv: list[str]) -> int:
+    from .train.teacher import main as teacher_main
+
+    return teacher_main(argv)
+
+
+COMMANDS = {
+    "convert": _convert,
+    "train": _train,
+    "eval": _eval,
+    "chat": _chat,
+    "bench": _bench,
+    "distill-teacher": _distill_teacher,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
