@@ -118,8 +118,11 @@ class SampleBuilder:
 
         f = self.frames
         try:
+            # Unset pixel bounds take the processor's, so frames are resized once, to what the model will see.
+            vision = self.processor.vision
             return load_video(path, num_frames=f.num_frames, fps=f.fps, sample=f.sample, max_frames=f.max_frames,
-                              token_budget=f.token_budget, min_pixels=f.min_pixels, max_pixels=f.max_pixels).frames
+                              token_budget=f.token_budget, min_pixels=f.min_pixels or vision.min_pixels,
+                              max_pixels=f.max_pixels or vision.max_pixels).frames
         except VideoReadError as e:
             raise SampleError(where, "unreadable video", str(e)) from None
 
