@@ -63,10 +63,15 @@ def collate_padded(samples: Sequence[dict[str, torch.Tensor] | None], pad_token_
     ids = torch.full((len(samples), width), pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
     mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids) if "mm_token_type_ids" in samples[0] else None  # Qwen2-VL layout only
     for i, s in enumerate(samples):
         n = s["input_ids"].shape[-1]
         ids[i, :n], labels[i, :n], mask[i, :n] = s["input_ids"][0], s["labels"][0], 1
+        if types is not None:
+            types[i, :n] = s["mm_token_type_ids"][0]
     out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if types is not None:
+        out["mm_token_type_ids"] = types
     _cat_pixels(samples, out)
     if any("sample_key" in s for s in samples):
         out["sample_keys"] = [s.get("sample_key") for s in samples]
@@ -88,6 +93,8 @@ def collate_packed(
     samples = [s for s in samples if s is not None]
     if not samples:
         return {}
+    if "mm_token_type_ids" in samples[0]:
+        raise ValueError("packing is for Vamba's layout; Qwen2-VL's inline layout trains with padded batches")
     sizes = [(s["input_ids"].shape[-1], int(s.get("visual_tokens", 0))) for s in samples]
     rows = pack_indices(sizes, max_text_tokens, max_visual_tokens)
     width = max(sum(sizes[i][0] for i in row) for row in rows)

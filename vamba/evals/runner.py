@@ -78,6 +78,8 @@ def load_model(cfg: EvalModelConfig, device: torch.device):
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, cfg.dtype)
+    if not (Path(cfg.path) / "config.json").is_file():
+        raise FileNotFoundError(f"model.path={cfg.path}: no config.json there (a local checkpoint directory is needed)")
     cls = VambaForConditionalGeneration if cfg.type == "vamba" else Qwen2VLForConditionalGeneration
     model = cls.from_pretrained(cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation).to(device).eval()
     layout = "vamba" if cfg.type == "vamba" else "qwen2_vl"
@@ -154,6 +156,7 @@ class VideoAnswerer:
                    pad_token_id=self.processor.tokenizer.pad_token_id)
         if cfg.do_sample:
             gen["temperature"] = cfg.temperature
+        gen.update(bench.generation_kwargs(cfg.scoring))  # e.g. HourVideo's release sampled at temperature 1
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen)
         return self.processor.render(messages, add_generation_prompt=True) + prefix, \
@@ -280,6 +283,7 @@ def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list,
         writer.write({
             "qid": q.qid, "video": video, "prompt": prompt, "response": response, "letter": letter,
             "answer": q.answer, "correct": letter is not None and letter == q.answer, "categories": q.categories,
+            "num_options": len(q.options),
             "error": q_error, "time_s": round(seconds, 4),
         })
         bar.update(1)

@@ -40,6 +40,10 @@ def tiny_qwen2vl_config(**text_overrides: Any) -> Qwen2VLConfig:
     vision = dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2, patch_size=4)
     vision.update(text_overrides.pop("vision", {}))
     text.update(text_overrides)
+    # M-RoPE sections split head_dim / 2 rotary frequencies like Qwen2-VL's [16, 24, 24] of 64.
+    half = text["hidden_size"] // text["num_attention_heads"] // 2
+    t, hw = half // 4, (half - half // 4) // 2
+    text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": [t, hw, half - t - hw]}
     vision["hidden_size"] = text["hidden_size"]
     return Qwen2VLConfig(
         text_config=text,

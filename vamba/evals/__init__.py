@@ -1,0 +1,1 @@
+"""Evaluation: benchmark definitions, answer extraction, scoring, the runner and CLI."""
