@@ -28,7 +28,7 @@ def _overrides(data: Path, out: Path, *extra: str) -> list[str]:
         f"data.sources.0.annotation={data}/train.json", f"data.sources.0.root={data}",
         f"data.sources.1.annotation={data}/captions.jsonl", f"data.sources.1.root={data}",
         "data.sources.0.frames.num_frames=8", "train.per_device_batch_size=2", "train.global_batch_size=4",
-        *extra,
+        *(() if any(e.startswith("eval_after=") for e in extra) else ("eval_after=null",)), *extra,
     ]
 
 
@@ -98,7 +98,8 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=_overrides(
             synthetic_data, out, "train.max_steps=2", "report_to=[wandb]", "wandb_mode=offline", "train=sft",
-            "train.learning_rate=1e-3"))
+            "train.learning_rate=1e-3",
+            f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}"))
     trainer, final = train(cfg)
     loaded = VambaForConditionalGeneration.from_pretrained(final).eval()
     model = trainer.model.eval()
@@ -108,6 +109,11 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
     assert (final / "tokenizer_config.json").is_file() and (final / "preprocessor_config.json").is_file()
     assert list((out / "wandb").glob("offline-run-*")), "wandb offline run directory missing"
+    from vamba.train.sweep import markdown_table, sweep_rows
+
+    rows = sweep_rows(tmp_path)  # eval_after scored the export; the sweep table picks it up
+    assert len(rows) == 1 and rows[0]["accuracy"] is not None and rows[0]["final_loss"] is not None
+    assert "| test | mamba2 | self_attn |" in markdown_table(rows)
 
 
 # 4. Cross-attention initialised under ZeRO-3 equals the non-ZeRO initialisation ----------------------------------

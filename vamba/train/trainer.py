@@ -335,7 +335,28 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
         processor.save_pretrained(final)
         history = out / "log_history.jsonl"
         history.write_text("".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
+        if cfg.eval_after:
+            evaluate_export(cfg, final)
     return trainer, final
+
+
+def evaluate_export(cfg: TrainConfig | Any, final: Path) -> dict[str, Any]:
+    """Run `vamba eval` on the exported checkpoint with the `eval_after` overrides (results in <output_dir>/eval)."""
+    from hydra import compose, initialize_config_dir
+
+    from ..config import CONFIG_DIR
+    from ..evals.runner import run_eval
+
+    overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
+    overrides += [f"model.path={final}", f"model.type={cfg.model.kind}", f"output_dir={Path(cfg.output_dir) / 'eval'}"]
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside `vamba train`'s own Hydra app
+        eval_cfg = compose(config_name="eval", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            eval_cfg = compose(config_name="eval", overrides=overrides)
+    return run_eval(eval_cfg)
 
 
 def _wrap_lora(model: torch.nn.Module, lora) -> torch.nn.Module:
