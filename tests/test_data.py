@@ -33,15 +33,20 @@ def caption_dir(tmp_path):
     (tmp_path / "images").mkdir()
     for i, c in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
         _png(tmp_path / "images" / f"{i}.png", c)
-    lines = [{"image": f"images/{i}.png", "caption": f"a {name} square"} for i, name in enumerate(["red", "green", "blue"])]
+    lines = [
+        {"image": f"images/{i}.png", "caption": f"a {name} square"} for i, name in enumerate(["red", "green", "blue"])
+    ]
     (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return tmp_path
 
 
 # Annotation formats ---------------------------------------------------------------------------------------------
 def test_llava_json_and_jsonl(tmp_path):
-    rec = {"id": "1", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
-                                                          {"from": "gpt", "value": "A cat."}]}
+    rec = {
+        "id": "1",
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A cat."}],
+    }
     (tmp_path / "a.json").write_text(json.dumps([rec, rec]))
     (tmp_path / "a.jsonl").write_text(json.dumps(rec) + "\n\n" + json.dumps(rec) + "\n")
     assert len(read_annotations("llava", tmp_path / "a.json")) == 2
@@ -54,7 +59,7 @@ def test_llava_json_and_jsonl(tmp_path):
         ('{"id": 1, "conversations": []}\n{"id": 2, "conversations": [\n', r"a\.jsonl:2: invalid JSON"),
         ('{"id": 1, "conversations": [{"from": "bot", "value": "x"}]}\n', r"a\.jsonl:1: unknown speaker"),
         ('{"id": 1}\n', r"a\.jsonl:1: field 'conversations'"),
-        ('[1, 2]', r"record 0 is int"),
+        ("[1, 2]", r"record 0 is int"),
     ],
 )
 def test_malformed_llava_fails_fast_with_file_and_line(tmp_path, content, match):
@@ -77,8 +82,10 @@ def test_caption_parquet_and_webdataset(tmp_path, caption_dir):
     shard = tmp_path / "shard-000.tar"
     with tarfile.open(shard, "w") as tar:
         for key, text in (("000001", "a red square"), ("000002", "a green square")):
-            for name, data in ((f"{key}.png", (caption_dir / "images" / "0.png").read_bytes()),
-                               (f"{key}.txt", text.encode())):
+            for name, data in (
+                (f"{key}.png", (caption_dir / "images" / "0.png").read_bytes()),
+                (f"{key}.txt", text.encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -89,13 +96,21 @@ def test_caption_parquet_and_webdataset(tmp_path, caption_dir):
 
 # Samples ----------------------------------------------------------------------------------------------------------
 def test_llava_placeholders_become_media_items():
-    rec = {"video": "v.mp4", "conversations": [{"from": "human", "value": "Look: <video>\nWhat happens?"},
-                                               {"from": "gpt", "value": "B"}]}
+    rec = {
+        "video": "v.mp4",
+        "conversations": [{"from": "human", "value": "Look: <video>\nWhat happens?"}, {"from": "gpt", "value": "B"}],
+    }
     messages, media = llava_to_messages(rec)
     assert media == [("video", "v.mp4")]
-    assert messages[0]["content"] == [{"type": "text", "text": "Look: "}, {"type": "video", "video": "v.mp4"},
-                                      {"type": "text", "text": "What happens?"}]
-    no_placeholder = {"image": "a.png", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "x"}]}
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "Look: "},
+        {"type": "video", "video": "v.mp4"},
+        {"type": "text", "text": "What happens?"},
+    ]
+    no_placeholder = {
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "x"}],
+    }
     messages, _ = llava_to_messages(no_placeholder)
     assert messages[0]["content"][0] == {"type": "image", "image": "a.png"}
 
@@ -111,7 +126,9 @@ def test_bad_samples_are_skipped_counted_and_logged(proc, caption_dir, tmp_path)
     out = [ds[i] for i in range(len(ds))]
     # Index 1 (missing image) is served by index 2; 3 and 4 are bad and wrap around to index 0.
     assert [o["labels"].shape == ds[0]["labels"].shape for o in out] == [True, False, False, True, True]
-    assert torch.equal(out[1]["input_ids"], out[2]["input_ids"]) and torch.equal(out[3]["input_ids"], out[0]["input_ids"])
+    assert torch.equal(out[1]["input_ids"], out[2]["input_ids"]) and torch.equal(
+        out[3]["input_ids"], out[0]["input_ids"]
+    )
     assert ds.skipped == {"unreadable image": 3, "empty caption": 1}  # item 4 was tried twice (via 3, and itself)
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert logged[0]["reason"] == "unreadable image" and "missing.png" in logged[0]["detail"]
@@ -127,12 +144,26 @@ def test_text_over_budget_is_skipped(proc, caption_dir):
 
 
 def test_mixture_weights_caps_and_determinism(proc, caption_dir):
-    cfg = MixtureConfig(sources=[
-        SourceConfig(name="a", format="caption", annotation=str(caption_dir / "captions.jsonl"), root=str(caption_dir),
-                     weight=2.0),
-        SourceConfig(name="b", format="caption", annotation=str(caption_dir / "captions.jsonl"), root=str(caption_dir),
-                     weight=1.0, max_samples=1),
-    ], seed=3)
+    cfg = MixtureConfig(
+        sources=[
+            SourceConfig(
+                name="a",
+                format="caption",
+                annotation=str(caption_dir / "captions.jsonl"),
+                root=str(caption_dir),
+                weight=2.0,
+            ),
+            SourceConfig(
+                name="b",
+                format="caption",
+                annotation=str(caption_dir / "captions.jsonl"),
+                root=str(caption_dir),
+                weight=1.0,
+                max_samples=1,
+            ),
+        ],
+        seed=3,
+    )
     ds = build_mixture(cfg, proc)
     assert len(ds) == 7
     assert sorted(r["_source"] for r in ds.records).count("a") == 6
@@ -159,8 +190,10 @@ def test_packed_batch_matches_separate_samples(proc):
     from vamba.modeling.tiny import tiny_qwen2vl_config
 
     torch.manual_seed(0)
-    model = from_qwen2vl(Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14})),
-                         mixer_config={"d_state": 8, "headdim": 16, "chunk_size": 8}).eval()
+    model = from_qwen2vl(
+        Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14})),
+        mixer_config={"d_state": 8, "headdim": 16, "chunk_size": 8},
+    ).eval()
     rng = np.random.default_rng(0)
     samples = []
     for i, frames in enumerate([4, None, 6]):
@@ -173,7 +206,11 @@ def test_packed_batch_matches_separate_samples(proc):
     packed = collate_packed(samples, PAD, max_text_tokens=10_000, max_visual_tokens=10_000)
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     starts = (packed["position_ids"][0] == 0).nonzero().flatten().tolist()
-    assert starts == [0, samples[0]["input_ids"].shape[1], samples[0]["input_ids"].shape[1] + samples[1]["input_ids"].shape[1]]
+    assert starts == [
+        0,
+        samples[0]["input_ids"].shape[1],
+        samples[0]["input_ids"].shape[1] + samples[1]["input_ids"].shape[1],
+    ]
     assert (packed["input_ids"] == VISION_START).sum() == 2 and packed["video_grid_thw"].shape == (2, 3)
     model_inputs = {k: v for k, v in packed.items() if k != "labels"}
     with torch.no_grad():

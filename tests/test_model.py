@@ -77,8 +77,15 @@ def test_conversion_copies_self_attention(qwen):
     assert torch.equal(model.lm_head.weight, qwen.lm_head.weight)
     assert torch.equal(model.model.visual.patch_embed.proj.weight, qwen.model.visual.patch_embed.proj.weight)
     names = {n for n, _ in model.model.language_model.layers[0].cross_attn.named_parameters()}
-    assert names == {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
-                     "v_proj.bias", "o_proj.weight"}
+    assert names == {
+        "q_proj.weight",
+        "q_proj.bias",
+        "k_proj.weight",
+        "k_proj.bias",
+        "v_proj.weight",
+        "v_proj.bias",
+        "o_proj.weight",
+    }
 
 
 def test_random_cross_attention_init_differs(qwen):
@@ -97,8 +104,8 @@ def _video_batch(config, rows: list[tuple[int, int | None]], seed: int = 0):
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
     videos = [random_video(config, frames, generator=gen) for _, frames in rows if frames is not None]
     pixels = torch.cat([v[0] for v in videos]) if videos else None
     grid = torch.cat([v[1] for v in videos]) if videos else None
@@ -119,13 +126,20 @@ def test_generate_with_cache_equals_full_recomputation(vamba):
     steps = 6
     with torch.no_grad():
         out = vamba.generate(
-            input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
-            max_new_tokens=steps, do_sample=False, eos_token_id=None, pad_token_id=0,
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values_videos=pixels,
+            video_grid_thw=grid,
+            max_new_tokens=steps,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
         )
         seq, m = ids, mask
         for _ in range(steps):
-            logits = vamba(input_ids=seq, attention_mask=m, pixel_values_videos=pixels, video_grid_thw=grid,
-                           use_cache=False).logits
+            logits = vamba(
+                input_ids=seq, attention_mask=m, pixel_values_videos=pixels, video_grid_thw=grid, use_cache=False
+            ).logits
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             seq, m = torch.cat([seq, nxt], 1), torch.cat([m, torch.ones_like(nxt)], 1)
     assert torch.equal(out, seq)
@@ -147,8 +161,16 @@ def test_decoding_never_reruns_mixer_or_video_projection(vamba):
     layer.cross_attn.project_video = counting
     try:
         with torch.no_grad():
-            vamba.generate(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
-                           max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
+            vamba.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                pixel_values_videos=pixels,
+                video_grid_thw=grid,
+                max_new_tokens=5,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
     finally:
         del layer.cross_attn.project_video
         for h in hooks:
@@ -173,8 +195,11 @@ def test_packed_row_equals_separate_samples(vamba):
         packed_ids = torch.cat(prompts)[None]
         positions = torch.cat([torch.arange(len(p)) for p in prompts])[None]
         packed = vamba(
-            input_ids=packed_ids, position_ids=positions, use_cache=False,
-            pixel_values_videos=torch.cat([v[0] for v in videos]), video_grid_thw=torch.cat([v[1] for v in videos]),
+            input_ids=packed_ids,
+            position_ids=positions,
+            use_cache=False,
+            pixel_values_videos=torch.cat([v[0] for v in videos]),
+            video_grid_thw=torch.cat([v[1] for v in videos]),
         ).logits[0]
     torch.testing.assert_close(packed, torch.cat(separate), atol=1e-4, rtol=1e-4)
 
@@ -183,8 +208,9 @@ def test_padded_batch_equals_separate_runs(vamba):
     rows = [(6, 4), (11, 8), (4, None)]
     ids, mask, pixels, grid = _video_batch(vamba.config, rows, seed=6)
     with torch.no_grad():
-        batched = vamba(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
-                        use_cache=False).logits
+        batched = vamba(
+            input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid, use_cache=False
+        ).logits
         offset = 0
         for i, (_, frames) in enumerate(rows):
             keep = mask[i].bool()
@@ -192,7 +218,7 @@ def test_padded_batch_equals_separate_runs(vamba):
             if frames is not None:
                 n = int(grid[offset].prod())
                 start = int(grid[:offset].prod(-1).sum())
-                kw = dict(pixel_values_videos=pixels[start:start + n], video_grid_thw=grid[offset:offset + 1])
+                kw = dict(pixel_values_videos=pixels[start : start + n], video_grid_thw=grid[offset : offset + 1])
                 offset += 1
             single = vamba(input_ids=ids[i, keep][None], use_cache=False, **kw).logits[0]
             torch.testing.assert_close(batched[i, keep], single, atol=1e-4, rtol=1e-4)
@@ -213,10 +239,22 @@ def test_images_and_videos_share_the_stream(vamba):
     video_pixels, video_grid = random_video(vamba.config, frames=4, generator=gen)
     ids = torch.tensor([[BOS, VISION_START, IMAGE_PAD, VISION_END, 5, VISION_START, VISION_END, 6, 7]])
     with torch.no_grad():
-        out = vamba(input_ids=ids, pixel_values=image_pixels, image_grid_thw=image_grid,
-                    pixel_values_videos=video_pixels, video_grid_thw=video_grid, use_cache=False).logits
-        swapped = vamba(input_ids=ids, pixel_values=video_pixels[: len(image_pixels)], image_grid_thw=image_grid,
-                        pixel_values_videos=video_pixels, video_grid_thw=video_grid, use_cache=False).logits
+        out = vamba(
+            input_ids=ids,
+            pixel_values=image_pixels,
+            image_grid_thw=image_grid,
+            pixel_values_videos=video_pixels,
+            video_grid_thw=video_grid,
+            use_cache=False,
+        ).logits
+        swapped = vamba(
+            input_ids=ids,
+            pixel_values=video_pixels[: len(image_pixels)],
+            image_grid_thw=image_grid,
+            pixel_values_videos=video_pixels,
+            video_grid_thw=video_grid,
+            use_cache=False,
+        ).logits
     assert out.shape == (1, 9, 272)
     assert (out - swapped).abs().max() > 1e-4  # the image contributes
 
@@ -255,8 +293,9 @@ def test_gradient_checkpointing_gives_same_gradients(qwen):
             count[0] += 1
 
         model.model.language_model.layers[0].vision_mixer.register_forward_pre_hook(bump)
-        model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
-              labels=ids).loss.backward()
+        model(
+            input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid, labels=ids
+        ).loss.backward()
         grads.append(model.model.language_model.layers[0].vision_mixer.mixer.in_proj.weight.grad.clone())
         calls.append(count[0])
     assert calls == [1, 2]  # the checkpointed layer really recomputed its forward in backward
@@ -315,8 +354,9 @@ def test_cross_attention_position_switch_changes_output(qwen):
             for layer in model.model.language_model.layers:  # peaky attention, so positions matter visibly
                 layer.cross_attn.q_proj.weight.mul_(30)
                 layer.cross_attn.k_proj.weight.mul_(30)
-            outs.append(model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels,
-                              video_grid_thw=grid).logits)
+            outs.append(
+                model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid).logits
+            )
     assert (outs[0] - outs[1]).abs().max() > 1e-5
 
 
@@ -402,8 +442,7 @@ def test_bad_inputs_raise_clear_errors(vamba):
 def test_cache_is_vamba_cache(vamba):
     ids, mask, pixels, grid = _video_batch(vamba.config, [(6, 4)], seed=17)
     with torch.no_grad():
-        out = vamba(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid,
-                    use_cache=True)
+        out = vamba(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid, use_cache=True)
     assert isinstance(out.past_key_values, VambaCache)
     assert set(out.past_key_values.video_kv) == {0, 1}
     k, v = out.past_key_values.video_kv[0]
@@ -417,7 +456,11 @@ def test_training_text_only_batch_runs_every_module_with_zero_effect(qwen):
     model = from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 8})
     ids = torch.randint(1, 200, (2, 9), generator=_seed(20))
     called = set()
-    for name in ("model.visual", "model.language_model.layers.0.cross_attn", "model.language_model.layers.0.vision_mixer"):
+    for name in (
+        "model.visual",
+        "model.language_model.layers.0.cross_attn",
+        "model.language_model.layers.0.vision_mixer",
+    ):
         model.get_submodule(name).register_forward_pre_hook(lambda *a, name=name: called.add(name))
     train_loss = model.train()(input_ids=ids, labels=ids).loss
     assert len(called) == 3
@@ -437,10 +480,23 @@ def test_encode_once_then_answer_many_questions_equals_encoding_per_question(vam
     for n in (5, 9):
         ids = _prompt(n, True, gen)[None]
         with torch.no_grad():
-            once = vamba.generate(input_ids=ids, past_key_values=video_cache.fork(), max_new_tokens=4,
-                                  do_sample=False, eos_token_id=None, pad_token_id=0)
-            per_question = vamba.generate(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid,
-                                          max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
+            once = vamba.generate(
+                input_ids=ids,
+                past_key_values=video_cache.fork(),
+                max_new_tokens=4,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+            per_question = vamba.generate(
+                input_ids=ids,
+                pixel_values_videos=pixels,
+                video_grid_thw=grid,
+                max_new_tokens=4,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
             logits_once = vamba(input_ids=ids, past_key_values=video_cache.fork()).logits
             logits_full = vamba(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid).logits
         assert torch.equal(once, per_question)

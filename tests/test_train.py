@@ -24,11 +24,19 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 def _overrides(data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "experiment=synthetic_cpu", f"output_dir={out}", "run_name=test", "dataloader_workers=0",
-        f"data.sources.0.annotation={data}/train.json", f"data.sources.0.root={data}",
-        f"data.sources.1.annotation={data}/captions.jsonl", f"data.sources.1.root={data}",
-        "data.sources.0.frames.num_frames=8", "train.per_device_batch_size=2", "train.global_batch_size=4",
-        *(() if any(e.startswith("eval_after=") for e in extra) else ("eval_after=null",)), *extra,
+        "experiment=synthetic_cpu",
+        f"output_dir={out}",
+        "run_name=test",
+        "dataloader_workers=0",
+        f"data.sources.0.annotation={data}/train.json",
+        f"data.sources.0.root={data}",
+        f"data.sources.1.annotation={data}/captions.jsonl",
+        f"data.sources.1.root={data}",
+        "data.sources.0.frames.num_frames=8",
+        "train.per_device_batch_size=2",
+        "train.global_batch_size=4",
+        *(() if any(e.startswith("eval_after=") for e in extra) else ("eval_after=null",)),
+        *extra,
     ]
 
 
@@ -50,11 +58,24 @@ def init_checkpoint(tmp_path_factory) -> Path:
 # 1. ZeRO-3, two processes: loss goes down, frozen weights bit-identical -----------------------------------------
 def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_checkpoint, tmp_path):
     out = tmp_path / "run"
-    run_torchrun(["-m", "vamba.train", *_overrides(
-        synthetic_data, out, f"model.path={init_checkpoint}", "model.tiny=null", "model.processor=null",
-        "deepspeed=zero3", "train.max_steps=16", "train.learning_rate=3e-3", "save_steps=100",
-        "data.sources.1.weight=0",  # video QA only: a fixed small dataset (8 videos x 2 questions)
-    )])
+    run_torchrun(
+        [
+            "-m",
+            "vamba.train",
+            *_overrides(
+                synthetic_data,
+                out,
+                f"model.path={init_checkpoint}",
+                "model.tiny=null",
+                "model.processor=null",
+                "deepspeed=zero3",
+                "train.max_steps=16",
+                "train.learning_rate=3e-3",
+                "save_steps=100",
+                "data.sources.1.weight=0",  # video QA only: a fixed small dataset (8 videos x 2 questions)
+            ),
+        ]
+    )
     losses = _losses(out)
     first, last = [losses[s] for s in (1, 2, 3, 4)], [losses[s] for s in (13, 14, 15, 16)]
     assert sum(last) / 4 < sum(first) / 4 - 0.3, losses
@@ -70,12 +91,20 @@ def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_check
 
 # 2. Kill after step k, resume: same losses as an uninterrupted run ----------------------------------------------
 def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init_checkpoint, tmp_path):
-    common = [f"model.path={init_checkpoint}", "model.tiny=null", "model.processor=null", "deepspeed=zero3",
-              "train.max_steps=6", "save_steps=3", "train.learning_rate=3e-3"]
+    common = [
+        f"model.path={init_checkpoint}",
+        "model.tiny=null",
+        "model.processor=null",
+        "deepspeed=zero3",
+        "train.max_steps=6",
+        "save_steps=3",
+        "train.learning_rate=3e-3",
+    ]
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, full, *common)])
-    proc = run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, killed, *common, "debug_kill_at_step=3")],
-                        check=False)
+    proc = run_torchrun(
+        ["-m", "vamba.train", *_overrides(synthetic_data, killed, *common, "debug_kill_at_step=3")], check=False
+    )
     assert proc.returncode != 0 and not (killed / "final").exists()
     assert (killed / "checkpoint-3").is_dir()
     run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, killed, *common)])  # resume=auto
@@ -96,10 +125,19 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
 
     out = tmp_path / "run"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=_overrides(
-            synthetic_data, out, "train.max_steps=2", "report_to=[wandb]", "wandb_mode=offline", "train=sft",
-            "train.learning_rate=1e-3",
-            f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}"))
+        cfg = compose(
+            config_name="train",
+            overrides=_overrides(
+                synthetic_data,
+                out,
+                "train.max_steps=2",
+                "report_to=[wandb]",
+                "wandb_mode=offline",
+                "train=sft",
+                "train.learning_rate=1e-3",
+                f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}",
+            ),
+        )
     trainer, final = train(cfg)
     loaded = VambaForConditionalGeneration.from_pretrained(final).eval()
     model = trainer.model.eval()
@@ -157,7 +195,10 @@ def test_teacher_logits_store_roundtrip(tmp_path):
     store = TeacherLogits(tmp_path)
     values, indices = store.get("s2")
     assert values.dtype == torch.float16 and values[0, 0] == 2 and indices[3, 2] == 11
-    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "shard-00000.safetensors",
+        "shard-00001.safetensors",
+    ]
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -166,8 +207,10 @@ def _all_train_overrides() -> list[list[str]]:
     configs = REPO / "configs"
     out = [[]]
     out += [[f"experiment={p.stem}"] for p in sorted((configs / "experiment").glob("*.yaml"))]
-    out += [[f"+sweep={p.stem}", "+ablation=row_a"] if "ablation" in p.stem else [f"+sweep={p.stem}"]
-            for p in sorted((configs / "sweep").glob("*.yaml"))]
+    out += [
+        [f"+sweep={p.stem}", "+ablation=row_a"] if "ablation" in p.stem else [f"+sweep={p.stem}"]
+        for p in sorted((configs / "sweep").glob("*.yaml"))
+    ]
     for group in ("model", "train", "deepspeed", "data"):
         out += [[f"{group}={p.stem}"] for p in sorted((configs / group).glob("*.yaml"))]
     out += [["+ablation=" + p.stem] for p in sorted((configs / "ablation").glob("*.yaml"))]
@@ -206,8 +249,23 @@ def test_distill_teacher_store_aligns_with_student_and_adds_kl(synthetic_data, t
     data = _overrides(synthetic_data, tmp_path / "unused", "data.sources.1.weight=0")[3:]
     data = [o for o in data if o.startswith("data.")] + ["experiment=synthetic_cpu"]
     store = tmp_path / "logits"
-    assert main(["distill-teacher", "--teacher", str(teacher), "--out", str(store), "--processor", "tiny",
-                 "--top-k", "8", *data]) == 0
+    assert (
+        main(
+            [
+                "distill-teacher",
+                "--teacher",
+                str(teacher),
+                "--out",
+                str(store),
+                "--processor",
+                "tiny",
+                "--top-k",
+                "8",
+                *data,
+            ]
+        )
+        == 0
+    )
     logits = TeacherLogits(store)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=data)
@@ -220,9 +278,17 @@ def test_distill_teacher_store_aligns_with_student_and_adds_kl(synthetic_data, t
     first_losses = {}
     for coeff in (0.0, 1.0):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=_overrides(
-                synthetic_data, tmp_path / f"student{coeff}", "data.sources.1.weight=0", "train.max_steps=1",
-                f"train.distill.coeff={coeff}", f"train.distill.logits={store}"))
+            cfg = compose(
+                config_name="train",
+                overrides=_overrides(
+                    synthetic_data,
+                    tmp_path / f"student{coeff}",
+                    "data.sources.1.weight=0",
+                    "train.max_steps=1",
+                    f"train.distill.coeff={coeff}",
+                    f"train.distill.logits={store}",
+                ),
+            )
         trainer, _ = train(cfg)
         first_losses[coeff] = _losses(tmp_path / f"student{coeff}")[1]
     assert first_losses[1.0] > first_losses[0.0] + 1e-3  # same LM loss, plus a positive KL term

@@ -26,19 +26,32 @@ def load(path: str | Path, model_type: str = "vamba", device: str | None = None,
     return load_model(EvalModelConfig(path=str(path), type=model_type, processor=processor), dev)
 
 
-def ask(model, processor: VambaProcessor, video: str | Path, question: str, frames: int = 64,
-        max_new_tokens: int = 128, stream_chunk: int | None = None, video_token_keep: float | None = None) -> str:
+def ask(
+    model,
+    processor: VambaProcessor,
+    video: str | Path,
+    question: str,
+    frames: int = 64,
+    max_new_tokens: int = 128,
+    stream_chunk: int | None = None,
+    video_token_keep: float | None = None,
+) -> str:
     """Answer `question` about `video` (greedy decoding)."""
     v = processor.vision
     clip = load_video(video, num_frames=frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
-    messages = [{"role": "user", "content": [{"type": "video", "video": clip.frames},
-                                             {"type": "text", "text": question}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "video", "video": clip.frames}, {"type": "text", "text": question}]}
+    ]
     device = next(model.parameters()).device
     gen = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
     if processor.layout == "vamba":
         pixels, grid = patchify(clip.frames, v)
-        cache = model.encode_video(pixel_values_videos=pixels.to(device, model.dtype), video_grid_thw=grid[None].to(device),
-                                   chunk_frames=stream_chunk, video_token_keep=video_token_keep)
+        cache = model.encode_video(
+            pixel_values_videos=pixels.to(device, model.dtype),
+            video_grid_thw=grid[None].to(device),
+            chunk_frames=stream_chunk,
+            video_token_keep=video_token_keep,
+        )
         text = processor.render(messages, add_generation_prompt=True)
         ids = processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache.fork(), **gen)
@@ -46,7 +59,7 @@ def ask(model, processor: VambaProcessor, video: str | Path, question: str, fram
         batch = {k: t.to(device) for k, t in processor(messages, add_generation_prompt=True).items() if k != "labels"}
         ids = batch["input_ids"]
         out = model.generate(**batch, **gen)
-    return processor.decode(out[0, ids.shape[1]:]).strip()
+    return processor.decode(out[0, ids.shape[1] :]).strip()
 
 
 def main(argv: list[str]) -> int:
@@ -64,6 +77,16 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     model, processor = load(args.model, args.model_type, args.device, args.processor)
     with torch.no_grad():
-        print(ask(model, processor, args.video, args.question, args.frames, args.max_new_tokens, args.stream_chunk,
-                  args.video_token_keep))
+        print(
+            ask(
+                model,
+                processor,
+                args.video,
+                args.question,
+                args.frames,
+                args.max_new_tokens,
+                args.stream_chunk,
+                args.video_token_keep,
+            )
+        )
     return 0

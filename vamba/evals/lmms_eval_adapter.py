@@ -35,9 +35,17 @@ class Vamba(_LmmsBase):
 
     is_simple = True
 
-    def __init__(self, pretrained: str, max_num_frames: int = 64, model_type: str = "vamba",
-                 video_token_keep: float = 1.0, device: str | None = None, batch_size: int | str = 1,
-                 max_batch_size: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        pretrained: str,
+        max_num_frames: int = 64,
+        model_type: str = "vamba",
+        video_token_keep: float = 1.0,
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_batch_size: int | None = None,
+        **kwargs: Any,
+    ):
         if _LmmsBase is not object:
             super().__init__()
         from .runner import EvalModelConfig, load_model
@@ -71,15 +79,17 @@ class Vamba(_LmmsBase):
             kwargs = {k: v.to(self.device_) for k, v in batch.items() if k != "labels"}
             if self.video_token_keep < 1 and "pixel_values_videos" in kwargs:
                 kwargs["video_token_keep"] = self.video_token_keep
-            gen = {"max_new_tokens": int(gen_kwargs.get("max_new_tokens", 32)),
-                   "do_sample": bool(gen_kwargs.get("do_sample", False) or gen_kwargs.get("temperature", 0) > 0),
-                   "pad_token_id": self.processor.tokenizer.pad_token_id}
+            gen = {
+                "max_new_tokens": int(gen_kwargs.get("max_new_tokens", 32)),
+                "do_sample": bool(gen_kwargs.get("do_sample", False) or gen_kwargs.get("temperature", 0) > 0),
+                "pad_token_id": self.processor.tokenizer.pad_token_id,
+            }
             if gen["do_sample"]:
                 gen["temperature"] = float(gen_kwargs.get("temperature", 1.0))
                 gen["top_p"] = float(gen_kwargs.get("top_p") or 1.0)
             with torch.no_grad():
                 out = self.model.generate(**kwargs, **gen)
-            text = self.processor.decode(out[0, kwargs["input_ids"].shape[1]:])
+            text = self.processor.decode(out[0, kwargs["input_ids"].shape[1] :])
             for stop in gen_kwargs.get("until") or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]

@@ -63,8 +63,10 @@ def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 105)
     ax.set_xlabel("accuracy (%)")
-    ax.set_title(f"{summary['benchmark']} by {group or 'overall'} — {meta.get('model', '')}, frames={meta.get('frames')}",
-                 fontsize=9)
+    ax.set_title(
+        f"{summary['benchmark']} by {group or 'overall'} — {meta.get('model', '')}, frames={meta.get('frames')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -65,7 +65,7 @@ class EvalConfig:
     device: str = "auto"
 
 
-# -- model ------------------------------------------------------------------------------------------------------------
+# -- model ----------
 def load_model(cfg: EvalModelConfig, device: torch.device):
     """(model, processor) for `vamba` or stock `qwen2_vl`, in eval mode on `device`."""
     from transformers import Qwen2VLForConditionalGeneration
@@ -91,7 +91,7 @@ def load_model(cfg: EvalModelConfig, device: torch.device):
     return model, processor
 
 
-# -- one video ----------------------------------------------------------------------------------------------------------
+# -- one video ----------
 class VideoAnswerer:
     """Answers questions about one video; encodes it once (Vamba) and reuses the encoding."""
 
@@ -122,8 +122,9 @@ class VideoAnswerer:
         enc = {"pixels": pixels, "grid": grid[None].to(self.device), "frames": frames}
         if self.is_vamba:
             keep = self.cfg.video_token_keep if self.cfg.video_token_keep < 1 else None
-            enc["cache"] = self.model.encode_video(pixel_values_videos=pixels, video_grid_thw=enc["grid"],
-                                                   video_token_keep=keep)
+            enc["cache"] = self.model.encode_video(
+                pixel_values_videos=pixels, video_grid_thw=enc["grid"], video_token_keep=keep
+            )
         return enc
 
     def answer(self, q, enc: dict[str, Any], subtitles: str | None = None) -> tuple[str, str]:
@@ -134,8 +135,9 @@ class VideoAnswerer:
         system = bench.system_prompt(cfg.scoring)
         if system:
             messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": [{"type": "video", "video": enc["frames"]},
-                                                     {"type": "text", "text": text}]})
+        messages.append(
+            {"role": "user", "content": [{"type": "video", "video": enc["frames"]}, {"type": "text", "text": text}]}
+        )
         if self.is_vamba and "cache" in enc:
             ids = self._text_ids(messages)
             extra = {"past_key_values": enc["cache"].fork()}
@@ -149,18 +151,24 @@ class VideoAnswerer:
                 extra["video_token_keep"] = cfg.video_token_keep
         prefix = bench.response_prefix(cfg.scoring)
         if prefix:
-            ids = torch.cat([ids, self.processor.tokenizer(prefix, add_special_tokens=False, return_tensors="pt")
-                             ["input_ids"]], dim=1)
+            ids = torch.cat(
+                [ids, self.processor.tokenizer(prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]],
+                dim=1,
+            )
         ids = ids.to(self.device)
-        gen = dict(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                   pad_token_id=self.processor.tokenizer.pad_token_id)
+        gen = dict(
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=cfg.do_sample,
+            pad_token_id=self.processor.tokenizer.pad_token_id,
+        )
         if cfg.do_sample:
             gen["temperature"] = cfg.temperature
         gen.update(bench.generation_kwargs(cfg.scoring))  # e.g. HourVideo's release sampled at temperature 1
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen)
-        return self.processor.render(messages, add_generation_prompt=True) + prefix, \
-            self.processor.decode(out[0, ids.shape[1]:])
+        return self.processor.render(messages, add_generation_prompt=True) + prefix, self.processor.decode(
+            out[0, ids.shape[1] :]
+        )
 
     def _text_ids(self, messages) -> torch.Tensor:
         """Prompt ids without processing pixels again (the video is already encoded)."""
@@ -168,7 +176,7 @@ class VideoAnswerer:
         return self.processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
 
 
-# -- the run ------------------------------------------------------------------------------------------------------------
+# -- the run ----------
 def _resolve(data_dir: Path, video: str) -> Path:
     p = Path(video)
     return p if p.is_absolute() else data_dir / p
@@ -229,8 +237,10 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
         model, processor = load_model(cfg.model, device)
     answerer = VideoAnswerer(model, processor, cfg, bench) if total else None
 
-    with ResultsWriter(results_path) as writer, tqdm(total=total, desc=f"{bench.name} (rank {rank})", unit="q",
-                                                     disable=rank != 0 or total == 0) as bar:
+    with (
+        ResultsWriter(results_path) as writer,
+        tqdm(total=total, desc=f"{bench.name} (rank {rank})", unit="q", disable=rank != 0 or total == 0) as bar,
+    ):
         for video, qs in todo:
             _answer_video(answerer, data_dir, video, qs, writer, bar)
 
@@ -244,9 +254,15 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     summary = bench.aggregate(records, cfg.scoring, seed=cfg.seed)
     errors = [(r["qid"], r["error"]) for r in records if r.get("error")]
     meta = {
-        "model": str(cfg.model.path), "model_type": cfg.model.type, "frames": str(cfg.frames),
-        "scoring": cfg.scoring, "video_token_keep": cfg.video_token_keep, "encode_once": cfg.encode_once,
-        "questions": len(records), "chance": 100.0 / len(bench.letters), "error_examples": errors[:20],
+        "model": str(cfg.model.path),
+        "model_type": cfg.model.type,
+        "frames": str(cfg.frames),
+        "scoring": cfg.scoring,
+        "video_token_keep": cfg.video_token_keep,
+        "encode_once": cfg.encode_once,
+        "questions": len(records),
+        "chance": 100.0 / len(bench.letters),
+        "error_examples": errors[:20],
         "questions_per_s": _throughput(records),
     }
     paths = write_report(summary, meta, out)
@@ -274,18 +290,28 @@ def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list,
         if q_error is None:
             try:
                 q_enc = enc if enc is not None else answerer.encode(answerer.load_frames(path))
-                prompt, response = answerer.answer(q, q_enc, _read_subtitles(data_dir, q) if answerer.cfg.subtitles
-                                                   else None)
+                prompt, response = answerer.answer(
+                    q, q_enc, _read_subtitles(data_dir, q) if answerer.cfg.subtitles else None
+                )
                 letter = answerer.bench.extract(response, q, answerer.cfg.scoring)
             except (VideoReadError, FileNotFoundError) as e:
                 q_error = f"video: {e}"
         seconds = time.perf_counter() - t1 + (shared if i == 0 else 0.0)
-        writer.write({
-            "qid": q.qid, "video": video, "prompt": prompt, "response": response, "letter": letter,
-            "answer": q.answer, "correct": letter is not None and letter == q.answer, "categories": q.categories,
-            "num_options": len(q.options),
-            "error": q_error, "time_s": round(seconds, 4),
-        })
+        writer.write(
+            {
+                "qid": q.qid,
+                "video": video,
+                "prompt": prompt,
+                "response": response,
+                "letter": letter,
+                "answer": q.answer,
+                "correct": letter is not None and letter == q.answer,
+                "categories": q.categories,
+                "num_options": len(q.options),
+                "error": q_error,
+                "time_s": round(seconds, 4),
+            }
+        )
         bar.update(1)
 
 

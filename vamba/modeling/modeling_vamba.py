@@ -109,8 +109,13 @@ class VisionMixerBlock(nn.Module):
         eps = config.mixer_config.get("norm_eps", 1e-5)
         self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=eps)
         # GPT-2 style 1/sqrt(n_layers) scaling of the residual branch's output projection (as the release).
-        self.mixer = build_mixer(config.mixer_type, config.hidden_size, layer_idx=layer_idx,
-                                 out_proj_scale=config.num_hidden_layers**-0.5, **config.mixer_config)
+        self.mixer = build_mixer(
+            config.mixer_type,
+            config.hidden_size,
+            layer_idx=layer_idx,
+            out_proj_scale=config.num_hidden_layers**-0.5,
+            **config.mixer_config,
+        )
 
     def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None, state=None) -> torch.Tensor:
         """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes; `state`: a
@@ -261,8 +266,10 @@ class VambaTextModel(Qwen2VLTextModel):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None and not self.training:
             past_key_values = VambaCache(config=self.config)
-        if past_key_values is not None and not isinstance(past_key_values, VambaCache) and (
-            video is not None or past_key_values.get_seq_length() > 0
+        if (
+            past_key_values is not None
+            and not isinstance(past_key_values, VambaCache)
+            and (video is not None or past_key_values.get_seq_length() > 0)
         ):
             raise ValueError(f"Vamba needs a VambaCache to keep the video keys/values, got {type(past_key_values)}")
 
@@ -459,7 +466,8 @@ class VambaModel(Qwen2VLModel):
         step across ranks."""
         kinds = {
             "image": (pixel_values, image_grid_thw)
-            if self._check_pixels(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw") else None,
+            if self._check_pixels(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
+            else None,
             "video": (pixel_values_videos, video_grid_thw)
             if self._check_pixels(pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw")
             else None,
@@ -470,8 +478,10 @@ class VambaModel(Qwen2VLModel):
         embeds = self.visual(pixels, grid_thw=grid).pooler_output
         merge = self.visual.spatial_merge_size
         sizes = (grid.prod(-1) // merge**2).tolist()
-        items = [VisualItem(e, (int(t), int(h) // merge, int(w) // merge))
-                 for e, (t, h, w) in zip(torch.split(embeds, sizes), grid.tolist())]
+        items = [
+            VisualItem(e, (int(t), int(h) // merge, int(w) // merge))
+            for e, (t, h, w) in zip(torch.split(embeds, sizes), grid.tolist())
+        ]
         out: dict[str, list[VisualItem]] = {"image": [], "video": []}
         start = 0
         for kind, (_, g) in present:
@@ -494,8 +504,12 @@ class VambaModel(Qwen2VLModel):
         embeds = self.visual(pixels, grid_thw=torch.tensor([[1, merge, merge]], device=device)).pooler_output
         states = embeds.to(self.language_model.embed_tokens.weight.dtype)[None].expand(batch, -1, -1)
         hidden = torch.full((batch, 1), -1, dtype=torch.long, device=device)
-        return VideoStream(states=states, sample_idx=hidden, seq_idx=torch.zeros_like(hidden, dtype=torch.int32),
-                           grid_positions=torch.zeros(3, batch, 1, dtype=torch.long, device=device))
+        return VideoStream(
+            states=states,
+            sample_idx=hidden,
+            seq_idx=torch.zeros_like(hidden, dtype=torch.int32),
+            grid_positions=torch.zeros(3, batch, 1, dtype=torch.long, device=device),
+        )
 
     def _video_stream(
         self,
@@ -530,9 +544,7 @@ class VambaModel(Qwen2VLModel):
             positions = is_marker[b].nonzero().flatten().tolist()
             row_kinds = kinds[b, positions].tolist()
             row_samples = text_sample[b, positions].tolist()
-            rows.append(
-                [(s, queues["image" if k == 1 else "video"].pop(0)) for s, k in zip(row_samples, row_kinds)]
-            )
+            rows.append([(s, queues["image" if k == 1 else "video"].pop(0)) for s, k in zip(row_samples, row_kinds)])
         dtype = self.language_model.embed_tokens.weight.dtype
         return assemble_video_stream(rows, self.config.text_config.hidden_size, dtype, input_ids.device)
 
@@ -576,7 +588,12 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         `chunk_frames` streams a single video through the network `chunk_frames` frames at a time (see
         `encode_video_streaming`): peak activation memory then no longer grows with the number of frames.
         """
-        if chunk_frames is not None and pixel_values is None and video_grid_thw is not None and len(video_grid_thw) == 1:
+        if (
+            chunk_frames is not None
+            and pixel_values is None
+            and video_grid_thw is not None
+            and len(video_grid_thw) == 1
+        ):
             return self.encode_video_streaming(pixel_values_videos, video_grid_thw, chunk_frames, video_token_keep)
         n_images = 0 if image_grid_thw is None else len(image_grid_thw)
         n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
@@ -587,10 +604,16 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         ids += [cfg.vision_start_token_id, cfg.vision_end_token_id] * n_videos
         device = self.model.visual.get_device()
         cache = VambaCache(config=cfg.get_text_config(decoder=True))
-        self.model(input_ids=torch.tensor([ids], device=device), pixel_values=pixel_values,
-                   image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
-                   video_grid_thw=video_grid_thw, past_key_values=cache, use_cache=True,
-                   video_token_keep=video_token_keep)
+        self.model(
+            input_ids=torch.tensor([ids], device=device),
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            past_key_values=cache,
+            use_cache=True,
+            video_token_keep=video_token_keep,
+        )
         return cache
 
     @torch.no_grad()
@@ -622,8 +645,9 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         merge = self.model.visual.spatial_merge_size
         cache = VambaCache(config=self.config.get_text_config(decoder=True))
         layers = lm.layers
-        states = [layer.vision_mixer.mixer.allocate_state(1) if layer.vision_mixer is not None else None
-                  for layer in layers]
+        states = [
+            layer.vision_mixer.mixer.allocate_state(1) if layer.vision_mixer is not None else None for layer in layers
+        ]
         keys: list[list[torch.Tensor]] = [[] for _ in layers]
         values: list[list[torch.Tensor]] = [[] for _ in layers]
         dtype = lm.embed_tokens.weight.dtype

@@ -15,8 +15,9 @@ from torch import nn
 ALL = "all"
 
 
-def apply_stage(model: nn.Module, trainable: list[str], freeze_vision: bool = False,
-                freeze_vision_blocks: int = 0) -> dict[str, int]:
+def apply_stage(
+    model: nn.Module, trainable: list[str], freeze_vision: bool = False, freeze_vision_blocks: int = 0
+) -> dict[str, int]:
     """Set `requires_grad` by name patterns (substrings; `all` trains everything) and vision freezing.
 
     Returns:

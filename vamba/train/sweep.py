@@ -1,6 +1,6 @@
 """Summarise a Hydra multirun sweep: one row per run with its ablation settings, final loss and eval headline.
 
-    python scripts/sweep_table.py outputs/sweeps/<sweep>      # or any folder holding run directories
+python scripts/sweep_table.py outputs/sweeps/<sweep>      # or any folder holding run directories
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ def sweep_rows(root: str | Path) -> list[dict]:
         vamba = (cfg.get("model") or {}).get("vamba") or {}
         summary = run / "eval" / "summary.json"
         headline = json.loads(summary.read_text())["headline"] if summary.exists() else None
-        rows.append({
-            "run": cfg.get("run_name", run.name),
-            "mixer": vamba.get("mixer_type", "mamba2"),
-            "cross_attn_init": vamba.get("cross_attn_init", "self_attn"),
-            "distill": ((cfg.get("train") or {}).get("distill") or {}).get("coeff", 0.0),
-            "final_loss": _final_loss(run),
-            "accuracy": headline,
-        })
+        rows.append(
+            {
+                "run": cfg.get("run_name", run.name),
+                "mixer": vamba.get("mixer_type", "mamba2"),
+                "cross_attn_init": vamba.get("cross_attn_init", "self_attn"),
+                "distill": ((cfg.get("train") or {}).get("distill") or {}).get("coeff", 0.0),
+                "final_loss": _final_loss(run),
+                "accuracy": headline,
+            }
+        )
     return sorted(rows, key=lambda r: str(r["run"]))
 
 
@@ -44,4 +46,6 @@ def markdown_table(rows: list[dict]) -> str:
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     return head + "".join(
         f"| {r['run']} | {r['mixer']} | {r['cross_attn_init']} | {r['distill']} | {fmt(r['final_loss'], '.3f')} | "
-        f"{fmt(r['accuracy'], '.1f')} |\n" for r in rows)
+        f"{fmt(r['accuracy'], '.1f')} |\n"
+        for r in rows
+    )

@@ -54,8 +54,9 @@ def main(argv: list[str]) -> int:
         inputs = {k: v.to(device) for k, v in sample.items() if k not in ("labels", "visual_tokens")}
         with torch.no_grad():
             logits = teacher(**inputs, use_cache=False).logits[0]
-        keep = text_positions(inputs["input_ids"][0], inputs.get("mm_token_type_ids", None)[0]
-                              if "mm_token_type_ids" in inputs else None)
+        keep = text_positions(
+            inputs["input_ids"][0], inputs.get("mm_token_type_ids", None)[0] if "mm_token_type_ids" in inputs else None
+        )
         values, indices = torch.topk(logits[keep].float(), k=min(args.top_k, logits.shape[-1]), dim=-1)
         writer.add(key, values.cpu(), indices.cpu())
     writer.flush()

@@ -51,7 +51,7 @@ def use_cpu(cfg: TrainConfig) -> bool:
     return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
 
 
-# -- building ---------------------------------------------------------------------------------------------------------
+# -- building ----------
 def build_processor(cfg: ModelConfig) -> VambaProcessor:
     layout = "qwen2_vl" if cfg.kind == "qwen2_vl" else "vamba"
     source = cfg.processor or cfg.path
@@ -73,8 +73,9 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
         base._attn_implementation = cfg.attn_implementation
         if cfg.kind == "qwen2_vl":
             return Qwen2VLForConditionalGeneration._from_config(base, dtype=dtype)
-        model = VambaForConditionalGeneration._from_config(VambaConfig.from_qwen2vl_config(base, **overrides),
-                                                           dtype=dtype)
+        model = VambaForConditionalGeneration._from_config(
+            VambaConfig.from_qwen2vl_config(base, **overrides), dtype=dtype
+        )
         if model.config.text_config.cross_attn_init == "self_attn":
             copy_self_attention_to_cross_attention(model)
         return model
@@ -88,12 +89,19 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
     return VambaForConditionalGeneration.from_pretrained(cfg.path, **kwargs)
 
 
-# -- the trainer ------------------------------------------------------------------------------------------------------
+# -- the trainer ----------
 class VambaTrainer(Trainer):
     """`Trainer` + distillation + token/memory/skip logging."""
 
-    def __init__(self, *args, distill_coeff: float = 0.0, teacher: TeacherLogits | None = None,
-                 distill_temperature: float = 1.0, merge_size: int = 2, **kwargs):
+    def __init__(
+        self,
+        *args,
+        distill_coeff: float = 0.0,
+        teacher: TeacherLogits | None = None,
+        distill_temperature: float = 1.0,
+        merge_size: int = 2,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.distill_coeff = distill_coeff
         self.teacher = teacher
@@ -199,11 +207,19 @@ class KillAtStep(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-# -- the run ----------------------------------------------------------------------------------------------------------
+# -- the run ----------
 def _git_sha() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -366,8 +382,10 @@ def _wrap_lora(model: torch.nn.Module, lora) -> torch.nn.Module:
     except ImportError as e:
         raise ImportError("train.lora.enabled needs peft: pip install 'vamba[peft]'") from e
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    peft_model = get_peft_model(model, PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                target_modules=list(lora.target_modules)))
+    peft_model = get_peft_model(
+        model,
+        PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)),
+    )
     # Keep the stage's own trainable weights (e.g. new Vamba layers) trainable next to the adapters.
     for name, p in peft_model.named_parameters():
         if name.removeprefix("base_model.model.") in trainable:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole Vamba recipe at toy scale on CPU: synthetic data -> tiny Qwen2-VL -> convert -> stage 1 -> stage 2
+# -> evaluate and profile both -> one table + plot under outputs/quickstart/. Re-running reuses finished steps.
+# Extra arguments go to `python -m vamba.quickstart` (e.g. --small, --out DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e .
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-disabled}
+exec .venv/bin/python -m vamba.quickstart "$@"
