@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["convert"] = time.perf_counter() - t
 
     t = _banner("4/6 stage 1 (new layers) and stage 2 (all weights)")
-    vamba_common = [*common, "model.tiny=null", "model.processor=null", "model.vamba={}"]
+    vamba_common = [*common, "model=checkpoint"]
     stage1 = _train(
         [
             *vamba_common,

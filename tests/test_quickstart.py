@@ -1,0 +1,24 @@
+"""The quickstart end to end at its smallest size: every step of the recipe runs, then re-running reuses them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from vamba.quickstart import main
+
+
+def test_small_quickstart_runs_every_step_and_reuses_them(tmp_path):
+    assert main(["--small", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    models = {(r["model"], r["frames"]) for r in summary["results"]}
+    assert models == {("Qwen2-VL (tiny)", 4), ("Qwen2-VL (tiny)", 8), ("Vamba (tiny)", 4), ("Vamba (tiny)", 8)}
+    assert all(0 <= r["accuracy"] <= 100 and r["questions"] == 8 for r in summary["results"])
+    table = (tmp_path / "summary.md").read_text()
+    assert "chance 25%" in table and "Vamba (tiny)" in table
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    for stage in ("qwen2vl", "vamba-stage1", "vamba-stage2"):
+        assert (tmp_path / stage / "final" / "model.safetensors").is_file()
+    started = time.perf_counter()
+    assert main(["--small", "--out", str(tmp_path)]) == 0  # everything reused: no training, no re-answering
+    assert time.perf_counter() - started < 60
