@@ -73,9 +73,15 @@ def _eval(argv: list[str]) -> int:
     from .config import CONFIG_DIR
     from .evals.runner import run_eval
 
+    import torch.distributed as dist
+
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=argv)
     run_eval(cfg)
+    if dist.is_available() and dist.is_initialized():  # under torchrun (see exit_cleanly)
+        from .train.__main__ import exit_cleanly
+
+        exit_cleanly()
     return 0
 
 

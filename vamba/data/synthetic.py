@@ -16,16 +16,18 @@ several times (*episodes*). Questions (4 options, chance 25%) need the whole vid
 - ``count``: "How many times did the red square appear in the video?"
 
 Seeing the needles when sampling frames. A consumer samples ``N = eval_frames`` frames uniformly (default: all
-frames). The generator uses the sampler `sample_indices` (``floor(linspace(0, T-1, N))``, the original Vamba
-evaluation sampler) and cuts the video into ``N/2`` *slots*: slot k covers frames ``[g[2k], g[2k+2])`` where ``g``
-are the sampled indices. Each episode fills one whole slot, so:
+frames) with the project's one sampler, `vamba.data.video.sample_indices` (middle frame of N equal segments). The
+generator cuts the video into ``N/2`` *slots*, one per temporal patch: slot k holds that sampler's frames 2k and
+2k+1 and no other sampled frame (boundaries sit halfway between neighbouring pairs, see `_slot_bounds`). Each
+needle episode fills one whole slot, so:
 
-- with exactly that sampler, sampled frames 2k and 2k+1 both show the needle, i.e. it fills one whole 2-frame
-  temporal patch of Qwen2-VL's vision tower and no neighbouring patch is half-covered;
-- with ``round`` instead of ``floor`` (qwen-vl-utils) the same holds whenever the stride ``(T-1)/(N-1)`` is 1 or
-  at least 1.5 (rounding moves a sample forward by under a frame, still inside the slot);
-- with any uniform sampler of at most ``N`` frames, at least one sampled frame shows it (an episode lasts at least
-  one stride), and with all ``T`` frames it lasts at least 2 frames.
+- with the project's sampler (`load_video(..., num_frames=N)`), sampled frames 2k and 2k+1 both show the needle:
+  it fills one whole 2-frame temporal patch of Qwen2-VL's vision tower and touches no other patch (always);
+- the boundaries also respect ``floor(linspace(0, T-1, N))`` (the original Vamba eval sampler) whenever ``T == N``
+  or its stride ``(T-1)/(N-1)`` is at least 2, and ``round(linspace(...))`` (qwen-vl-utils) whenever the stride is
+  1 or at least 1.5 (checked exhaustively for T < 400);
+- with all ``T`` frames an episode spans at least 2 consecutive frames (an aligned pair when ``T == N``); with
+  fewer than ``N`` frames a needle may fall between samples, so generate with the ``eval_frames`` you will use.
 
 Two episodes of the same kind never occupy adjacent slots, so every episode is a separate event (counts are exact).
 
@@ -38,9 +40,15 @@ run and lets an identical later call skip work). Every file is written to a temp
 Determinism: the same config gives byte-identical annotations and images and identical decoded frames (encoders run
 single-threaded). Train, eval and images draw from separate random streams and use distinct keys.
 
-Learnability note: a stock tiny Qwen2-VL learned "colour of a 2-frame needle" at 28 px from 8-frame videos (~75% in
-200 steps, AdamW lr 1e-3, batch 8) but not from 64-frame videos, so `SyntheticConfig.train_frames_schedule` builds a
-length curriculum (train samples are written shortest-first) and needles are large and saturated by default.
+Learnability (measured with this generator; stock tiny Qwen2-VL: 2 layers, width 128, 2-block vision tower of
+width 64, patch 14; 28 px; AdamW lr 1e-3, batch 8; one needle, ``needle_color``; reply = the colour word, no question
+text). Videos of 2 / 4 sampled frames: 100% eval accuracy within 100 / 300 steps. 8 frames: still at chance after
+1000 steps with ``noise_amplitude=20``, 50% at 600 steps with 6; 8-frame eval after training on a shuffled 50/50 mix
+of 4- and 8-frame videos (``train_frames_schedule=(4, 8)``): 53% at 400, 73% at 800 steps. Hence the defaults (quiet
+noise, large saturated needles) and the length curriculum: `SyntheticConfig.train_frames_schedule` splits the train
+videos into blocks of the listed lengths (written in that order); mixing short videos in is what matters.
+Answering through option letters is harder for a tiny model than naming the colour, so ``answer_style`` also offers
+``text`` (the option's text) and ``sentence`` ("The answer is (B) red.") replies.
 
 Needs PyAV (``pip install av``; the ``data`` extra).
 """
@@ -64,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when the same config would produce different files
 CONFIG_FILE = "synthetic_config.json"
 EVAL_META_FILE = "video_info.meta.jsonl"
 TRAIN_META_FILE = "train_video_info.meta.jsonl"
@@ -112,6 +120,16 @@ SENTENCE_INSTRUCTION = (
     "Select the best answer to the following multiple-choice question based on the video.\n"
     "Answer with one short sentence that names the letter of the correct option."
 )
+TEXT_INSTRUCTION = (
+    "Select the best answer to the following multiple-choice question based on the video.\n"
+    "Respond with only the text of the correct option."
+)
+#: Training reply forms: (instruction, reply template over the answer letter and option text).
+ANSWER_STYLES: dict[str, tuple[str, str]] = {
+    "letter": (LETTER_INSTRUCTION, "{letter}"),
+    "sentence": (SENTENCE_INSTRUCTION, "The answer is ({letter}) {text}."),
+    "text": (TEXT_INSTRUCTION, "{text}"),
+}
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "A {color} {shape} in the {position} of the image.",
     "A {color} {shape} on a dark noisy background, at the {position}.",
@@ -148,7 +166,7 @@ class SyntheticConfig:
     needle_scale: float = 0.6
     needle_jitter: float = 0.1
     noise_mean: int = 40
-    noise_amplitude: int = 20
+    noise_amplitude: int = 8
     noise_cell: int = 2
     codec: str = "auto"
     keyframe_interval: int = 16
@@ -156,12 +174,15 @@ class SyntheticConfig:
     num_images: int = 64
     image_scale: float = 0.45
     answer_style: str = "letter"
+    option_order: str = "random"  # "fixed": colour/shape options in the config's list order (see _options)
     video_type: str = "synthetic"
 
     def __post_init__(self) -> None:
         # Lists from JSON/argparse become tuples so the config stays hashable and compares equal after a round trip.
         for name in ("train_frames_schedule", "tasks", "colors", "shapes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("fps", "needle_scale", "needle_jitter", "image_scale"):  # 4 and 4.0 must compare (and print) equal
+            object.__setattr__(self, name, float(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
@@ -173,6 +194,8 @@ class SyntheticConfig:
         for size in (self.width, self.height):
             if not 28 <= size <= 640 or size % 2:
                 raise ValueError(f"frame sizes must be even and in 28..640, got {self.width}x{self.height}")
+        if self.option_order not in ("random", "fixed"):
+            raise ValueError(f"option_order must be 'random' or 'fixed', got {self.option_order!r}")
         if not self.tasks or set(self.tasks) - set(TASKS):
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
         if set(self.colors) - set(PALETTE) or len(set(self.colors)) != len(self.colors) or len(self.colors) < 4:
@@ -191,8 +214,8 @@ class SyntheticConfig:
             raise ValueError("codec must be auto, libx264 or mpeg4")
         if self.keyframe_interval < 1:
             raise ValueError("keyframe_interval must be >= 1")
-        if self.answer_style not in ("letter", "sentence", "mixed"):
-            raise ValueError("answer_style must be letter, sentence or mixed")
+        if self.answer_style not in (*ANSWER_STYLES, "mixed"):
+            raise ValueError(f"answer_style must be one of {(*ANSWER_STYLES, 'mixed')}")
         if not 0.1 <= self.needle_scale <= 1.0 or not 0.1 <= self.image_scale <= 0.5:
             raise ValueError("needle_scale must be in [0.1, 1], image_scale in [0.1, 0.5]")
         if self.eval_frames is not None and (self.eval_frames < 2 or self.eval_frames % 2):
@@ -272,9 +295,11 @@ class SyntheticDataset:
 # Drawing
 
 
-def sample_indices(num_frames: int, n: int) -> np.ndarray:
-    """The uniform sampler needles are aligned to: ``floor(linspace(0, T-1, n))`` (original Vamba eval sampler)."""
-    return np.linspace(0, num_frames - 1, n).astype(np.int64)
+def grid_indices(num_frames: int, n: int) -> np.ndarray:
+    """The sampled frames needles are aligned to: the project's uniform sampler taking ``n`` of ``num_frames``."""
+    from .video import sample_indices
+
+    return sample_indices(num_frames, 1.0, "uniform", num_frames=n)
 
 
 def shape_mask(shape: str, height: int, width: int, cy: float, cx: float, size: float) -> np.ndarray:
@@ -326,9 +351,24 @@ class _Episode:
 
 
 def _slot_bounds(num_frames: int, grid_n: int) -> list[tuple[int, int]]:
-    """Frame ranges of the ``grid_n/2`` slots: slot k = [g[2k], g[2k+2]) (last slot runs to the end)."""
-    g = sample_indices(num_frames, grid_n).tolist()
-    return [(g[2 * k], g[2 * k + 2] if 2 * k + 2 < grid_n else num_frames) for k in range(grid_n // 2)]
+    """Frame ranges [start, end) of the ``grid_n/2`` slots, covering the whole video.
+
+    The boundary between slot k and k+1 lies halfway between the last sampled frame of pair k and the first of pair
+    k+1, taken over the project's sampler and the two ``linspace`` samplers when they agree on an order, else over
+    the project's sampler alone, so slot k holds sampled frames 2k and 2k+1 of the project's sampler (always) and
+    of the others where possible.
+    """
+    project = grid_indices(num_frames, grid_n)
+    line = np.linspace(0, num_frames - 1, grid_n)
+    samplers = (project, line.astype(np.int64), np.round(line).astype(np.int64))
+    cuts = [0]
+    for k in range(grid_n // 2 - 1):
+        hi, lo = max(int(s[2 * k + 1]) for s in samplers), min(int(s[2 * k + 2]) for s in samplers)
+        if hi >= lo:
+            hi, lo = int(project[2 * k + 1]), int(project[2 * k + 2])
+        cuts.append((hi + lo + 1) // 2)
+    cuts.append(num_frames)
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _place(rng: np.random.Generator, counts: list[int], n_slots: int) -> list[tuple[int, int]] | None:
@@ -402,10 +442,20 @@ def _plan_video(rng: np.random.Generator, config: SyntheticConfig, num_frames: i
     return {"grid_n": grid_n, "size": round(size, 3), "kinds": kinds, "episodes": episodes, "questions": questions}
 
 
-def _options(rng: np.random.Generator, answer: Any, distractors: Sequence[Any]) -> tuple[list[Any], str]:
-    """Answer + 3 distractors in uniformly random order (so the answer letter is uniform), and the answer letter."""
+def _options(rng: np.random.Generator, answer: Any, distractors: Sequence[Any],
+             canonical: Sequence[Any] | None = None) -> tuple[list[Any], str]:
+    """Answer + 3 distractors, and the answer letter.
+
+    Random order by default (so the answer letter is uniform). With `canonical` (the config's colour or shape
+    list, `option_order="fixed"`), options keep that list's order: with exactly four colours/shapes every question
+    of a task then shows the same options in the same order, which turns "find the option that names what you
+    saw" (hard for a tiny model reading byte tokens) into "name what you saw" — the quickstart's curriculum.
+    """
     picked = [distractors[i] for i in rng.choice(len(distractors), size=3, replace=False)]
     options = [answer, *picked]
+    if canonical is not None:
+        options = sorted(options, key=list(canonical).index)
+        return options, LETTERS[options.index(answer)]
     order = rng.permutation(4)
     options = [options[i] for i in order]
     return options, LETTERS[int(np.argmax(order == 0))]
@@ -427,12 +477,14 @@ def _questions(rng: np.random.Generator, config: SyntheticConfig, kinds: list[di
         color, shape, eps = kind["color"], kind["shape"], by_kind[k]
         name = f"{color} {shape}"
         if "needle_color" in pools:
-            opts, letter = _options(rng, color, [c for c in config.colors if c != color])
+            opts, letter = _options(rng, color, [c for c in config.colors if c != color],
+                                    config.colors if config.option_order == "fixed" else None)
             pools["needle_color"].append({"task": "needle_color", "target": {"shape": shape},
                                           "stem": f"What color was the {shape} that appeared in the video?",
                                           "options": opts, "answer": letter, "time_reference": span(eps)})
         if "needle_shape" in pools:
-            opts, letter = _options(rng, shape, [s for s in config.shapes if s != shape])
+            opts, letter = _options(rng, shape, [s for s in config.shapes if s != shape],
+                                    config.shapes if config.option_order == "fixed" else None)
             pools["needle_shape"].append({"task": "needle_shape", "target": {"color": color},
                                           "stem": f"What shape was the {color} object that appeared in the video?",
                                           "options": opts, "answer": letter, "time_reference": span(eps)})
@@ -530,14 +582,17 @@ def resolve_codec(codec: str) -> str:
 
 def _encode_mp4(path: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: float, codec: str,
                 keyframe_interval: int, crf: int) -> None:
-    """Encode RGB frames to yuv420p mp4; single-threaded so that output (and decoded frames) are reproducible."""
+    """Encode RGB frames to yuv420p mp4, single-threaded and CPU-independent so that runs are reproducible."""
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
     with _atomic(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             if codec == "libx264":
-                params = f"keyint={keyframe_interval}:min-keyint={keyframe_interval}:scenecut=0:threads=1"
+                # cpu-independent: without it x264's optimised code paths gave different bitstreams (and decoded
+                # pixels) for identical input in repeated runs at 56 and 64 px on this machine's CPU.
+                params = (f"keyint={keyframe_interval}:min-keyint={keyframe_interval}:scenecut=0:threads=1:"
+                          "cpu-independent=1")
                 stream = container.add_stream("libx264", rate=rate,
                                               options={"crf": str(crf), "preset": "medium", "x264-params": params})
             else:
@@ -603,10 +658,8 @@ def _split(root: Path, config: SyntheticConfig, split: str, lengths: list[int], 
             style = config.answer_style
             if style == "mixed":
                 style = "sentence" if rng.random() < 0.5 else "letter"
-            if style == "letter":
-                human, reply = LETTER_INSTRUCTION, q["answer"]
-            else:
-                human, reply = SENTENCE_INSTRUCTION, f"The answer is ({q['answer']}) {q['answer_text']}."
+            human, template = ANSWER_STYLES[style]
+            reply = template.format(letter=q["answer"], text=q["answer_text"])
             convs.append({"id": f"{key}_q{j:02d}", "video": rel, "num_frames": num_frames,
                           "sample_frames": plan["grid_n"], "conversations": [
                               {"from": "human", "value": f"<video>\n{human}\n{q['question']}"},
@@ -618,7 +671,7 @@ def _split(root: Path, config: SyntheticConfig, split: str, lengths: list[int], 
                      "qa": qa})
         truth.append({"key": key, "video": rel, "num_frames": num_frames, "fps": config.fps,
                       "width": config.width, "height": config.height, "sample_frames": plan["grid_n"],
-                      "sample_indices": sample_indices(num_frames, plan["grid_n"]).tolist(),
+                      "sample_indices": grid_indices(num_frames, plan["grid_n"]).tolist(),
                       "needle_size": plan["size"],
                       "needles": [{"color": plan["kinds"][e.kind]["color"], "shape": plan["kinds"][e.kind]["shape"],
                                    "rgb": list(PALETTE[plan["kinds"][e.kind]["color"]]), "slot": e.slot,
@@ -771,7 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=d.codec, choices=("auto", "libx264", "mpeg4"))
     p.add_argument("--keyint", type=int, default=d.keyframe_interval, help="keyframe interval (frames)")
     p.add_argument("--images", type=int, default=d.num_images, help="stage-1 image-caption pairs")
-    p.add_argument("--answer-style", default=d.answer_style, choices=("letter", "sentence", "mixed"))
+    p.add_argument("--answer-style", default=d.answer_style, choices=(*ANSWER_STYLES, "mixed"))
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other SyntheticConfig field, VALUE as JSON (e.g. --set needle_scale=0.8); repeatable")
     p.add_argument("--force", action="store_true", help="regenerate even if the same config exists")
     return p
 
@@ -785,13 +840,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     evals = args.eval_videos if args.eval_videos is not None else (args.videos if args.videos is not None
                                                                    else d.eval_videos)
     try:
-        config = SyntheticConfig(
+        extra = {}
+        for item in args.set:
+            name, _, value = item.partition("=")
+            try:
+                extra[name] = json.loads(value)
+            except ValueError:
+                extra[name] = value  # bare strings, e.g. --set video_type=cartoon
+        fields = dict(
             train_videos=train, eval_videos=evals, questions_per_video=args.questions, num_frames=args.frames,
             train_frames_schedule=args.schedule, eval_frames=args.eval_frames, fps=args.fps, width=args.size[0],
             height=args.size[1], seed=args.seed, tasks=args.tasks, max_needles=args.max_needles,
             max_count=args.max_count, codec=args.codec, keyframe_interval=args.keyint, num_images=args.images,
             answer_style=args.answer_style)
-    except ValueError as err:
+        config = SyntheticConfig.from_dict({**fields, **extra})
+    except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(generate(args.out, config, force=args.force).summary())
@@ -800,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "PALETTE", "SHAPES", "TASKS", "SyntheticConfig", "SyntheticDataset", "generate", "main", "resolve_codec",
-    "sample_indices", "shape_mask",
+    "grid_indices", "shape_mask",
 ]
 
 if __name__ == "__main__":
