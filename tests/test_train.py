@@ -117,12 +117,14 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init
 
 
 # 3. Export loads with from_pretrained and gives the trained model's logits (single process, wandb offline) -------
-def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path):
+def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from vamba.config import CONFIG_DIR
     from vamba.train.trainer import train
 
+    monkeypatch.setenv("WANDB_MODE", "offline")  # scripts/test.sh disables wandb for every other test
+    monkeypatch.delenv("WANDB_DIR", raising=False)
     out = tmp_path / "run"
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
