@@ -115,7 +115,9 @@ def test_memory_account_structure_at_7b():
     assert upcast.logits_gb_at_peak * 1e9 / tokens == pytest.approx(6 * 152064)  # DESIGN.md: ~0.91 MB per token
     assert fair.kv_cache_gb * 1e9 / tokens == pytest.approx(28 * 2 * 4 * 128 * 2)  # 57 KB per token
     assert stock.peak_phase == "lm head" and fair.total_gb < stock.total_gb
-    assert stream.peak_phase == "final concatenation" and stream.activations_gb < 0.1
+    # The streamed cache is filled in place: the peak is the cache once plus one chunk's working set.
+    assert stream.kv_gb_at_peak == pytest.approx(stream.kv_cache_gb, rel=0.01)
+    assert stream.max_activations_gb < 1.0
 
 
 def test_bench_main_writes_table_csv_and_plots(tmp_path, capsys):

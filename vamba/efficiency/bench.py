@@ -1169,10 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({last.frames / first.frames:g}x frames). Account: largest activation set "
                  f"{first.account.max_activations_gb:.4g} -> {last.account.max_activations_gb:.4g} GB (bounded by "
                  f"the chunk); video key/value cache {first.account.kv_cache_gb:.4g} -> "
-                 f"{last.account.kv_cache_gb:.4g} GB, held twice at the end of encode_video_streaming "
-                 f"(per-chunk lists + concatenated cache), which is the peak from "
-                 f"{min((r.frames for r in stream if r.account.peak_phase == 'final concatenation'), default='-')}"
-                 f" frames on.")
+                 f"{last.account.kv_cache_gb:.4g} GB, filled in place (the only term that grows).")
             if full:
                 top = max(full)
                 _log(f"full prefill for comparison: +{full[min(full)].peak_gb:.4g} GB at {min(full)} frames -> "

@@ -386,8 +386,8 @@ def memory_account(
         values exist), see `_mixer_layer_moments`.
 
         Vamba streaming, chunks of c = min(K frames, F) frames (M_c tokens, P_c patches): the vision and the
-        mixer moments of one chunk on top of the keys/values of the chunks before it; then the final
-        concatenation (2 x KV of all layers: per-chunk lists and the concatenated cache) plus the last chunk's
+        mixer moments of one chunk on top of the keys/values of the chunks before it (the cache is preallocated
+        at its final size and filled in place, so there is no final concatenation) plus the last chunk's
         stream (M_c d b).
 
     Raises:
@@ -469,7 +469,7 @@ def memory_account(
                 done += M_c
                 M_c_prev = M_c
             kv_video = _kv_bytes(s, M)
-            add("final concatenation", 2 * kv_video + M_c * s.d * b, kv=2 * kv_video)
+            add("filled cache", kv_video + M_c * s.d * b, kv=kv_video)
             add("text prefill", kv_video + text_prefill, kv=kv_video + text_kv)
             kv_final = kv_video + text_kv
         logits = s.V * b  # logits_to_keep=1

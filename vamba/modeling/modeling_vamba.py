@@ -473,8 +473,10 @@ class VambaModel(Qwen2VLModel):
             else None,
         }
         present = [(k, v) for k, v in kinds.items() if v is not None]
-        grid = torch.cat([g for _, (_, g) in present])
-        pixels = torch.cat([p for _, (p, _) in present]).type(self.visual.dtype)
+        # One kind present (the usual case): no concatenation, which would copy every pixel once more.
+        grid = present[0][1][1] if len(present) == 1 else torch.cat([g for _, (_, g) in present])
+        pixels = present[0][1][0] if len(present) == 1 else torch.cat([p for _, (p, _) in present])
+        pixels = pixels.type(self.visual.dtype)
         embeds = self.visual(pixels, grid_thw=grid).pooler_output
         merge = self.visual.spatial_merge_size
         sizes = (grid.prod(-1) // merge**2).tolist()
@@ -648,8 +650,11 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         states = [
             layer.vision_mixer.mixer.allocate_state(1) if layer.vision_mixer is not None else None for layer in layers
         ]
-        keys: list[list[torch.Tensor]] = [[] for _ in layers]
-        values: list[list[torch.Tensor]] = [[] for _ in layers]
+        # Keys/values are written in place into buffers of the final size: concatenating per-chunk lists at the end
+        # would hold the whole cache twice, which at hour-long lengths is the peak.
+        total = t * (h // merge) * (w // merge)
+        kv_bufs: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(layers)
+        done = 0
         dtype = lm.embed_tokens.weight.dtype
         use_rope = tcfg.cross_attn_use_position_embeddings
         for t0 in range(0, t, step):
@@ -662,16 +667,20 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 pos = grid_positions((t1 - t0, h // merge, w // merge), v.device)
                 pos[0] += t0
                 key_rope = lm.rotary_emb(v, pos[:, None, :])
+            n = v.shape[1]
             for i, layer in enumerate(layers):
                 kv_in = layer.input_layernorm(v) if layer.cross_attn_use_layer_norm else v
                 k, val = layer.cross_attn.project_video(kv_in, key_rope)
-                keys[i].append(k)
-                values[i].append(val)
+                if kv_bufs[i] is None:
+                    kv_bufs[i] = (k.new_empty(*k.shape[:2], total, k.shape[3]),
+                                  val.new_empty(*val.shape[:2], total, val.shape[3]))
+                kv_bufs[i][0][:, :, done : done + n] = k
+                kv_bufs[i][1][:, :, done : done + n] = val
                 if layer.vision_mixer is not None and i < len(layers) - 1:
                     v = layer.vision_mixer(v, state=states[i])
-        cache.video_kv = {i: (torch.cat(keys[i], dim=2), torch.cat(values[i], dim=2)) for i in range(len(layers))}
-        m = cache.video_kv[0][0].shape[2]
-        cache.video_visible = torch.ones(1, m, dtype=torch.bool, device=pixel_values_videos.device)
+            done += n
+        cache.video_kv = {i: kv for i, kv in enumerate(kv_bufs)}
+        cache.video_visible = torch.ones(1, total, dtype=torch.bool, device=pixel_values_videos.device)
         return cache
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
