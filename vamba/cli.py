@@ -68,12 +68,11 @@ def _eval(argv: list[str]) -> int:
         print("\n".join(_schema_help(EvalConfig)))
         print(f"\nbenchmarks: {', '.join(list_benchmarks())}")
         return 0
+    import torch.distributed as dist
     from hydra import compose, initialize_config_dir
 
     from .config import CONFIG_DIR
     from .evals.runner import run_eval
-
-    import torch.distributed as dist
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=argv)
