@@ -40,10 +40,8 @@ What dominates (b = bf16 at 7B, per visual token):
   whole forward, the vision output, the layer's input, its RMSNorm and the mixer output). The mixer itself
   runs in pieces of p tokens without autograd, so its internals (in_proj output, conv, gated norm) are bounded.
 - Vamba streaming prefill (`encode_video(..., chunk_frames=K)`): everything above exists for one chunk of K
-  frames at a time; only the video key/value cache grows with frames (57 KB/token at 7B). At the end
-  `encode_video_streaming` concatenates each layer's per-chunk keys/values while the per-chunk lists are
-  still alive, so the cache briefly exists twice (2 x KV): for long videos that final copy, not the chunk,
-  is the streaming peak.
+  frames at a time; only the video key/value cache grows with frames (57 KB/token at 7B). It is preallocated
+  at its final size and filled in place, so it exists once.
 
 GB here means 10^9 bytes (as DESIGN.md's "57 KB per token").
 """
@@ -379,8 +377,8 @@ def memory_account(
         and 3 S I b of MLP intermediates. The head moment (stock only; fair keeps one row) holds the KV cache,
         the final hidden states (S d b) and the logits S V b (+ S V 4 with `logits_upcast`).
 
-        Vamba full prefill: `_encode` concatenates the pixel values (a copy, P x row x b) before the vision
-        tower. The language model holds the vision output (M d b), the video stream built from it (M d b) and
+        Vamba full prefill: `_encode` hands a single kind's pixel values to the vision tower without a copy.
+        The language model holds the vision output (M d b), the video stream built from it (M d b) and
         its int64 positions/indices (5 M x 8 bytes) and, per layer, the video keys/values (2 K b per token,
         the cache). The worst language-model moment is the last Mamba block (layer L-2: L-1 layers of keys and
         values exist), see `_mixer_layer_moments`.
@@ -430,7 +428,8 @@ def memory_account(
         text_kv = _kv_bytes(s, N)
         text_prefill = N * s.d * b * 6 + N * s.I * b * 3 + text_kv + s.V * b  # text path: small
         if system == "vamba":
-            for name, nbytes in _vision_moments(s, P, M, persistent=pixels).items():
+            # `_encode` passes a single kind's pixels to the tower as they are (no concatenated copy).
+            for name, nbytes in _vision_moments(s, P, M, persistent=0).items():
                 add(name, nbytes)
             lm_persistent = 2 * M * s.d * b + 5 * M * 8
             if s.has_mixer and s.L > 1:

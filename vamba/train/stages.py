@@ -8,9 +8,12 @@ bit-identical (no weight decay, no update).
 
 from __future__ import annotations
 
+import logging
 import re
 
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 ALL = "all"
 
@@ -24,7 +27,8 @@ def apply_stage(
         counts of trainable and frozen parameters (numbers of elements; under ZeRO-3 `ds_numel` is used).
 
     Raises:
-        ValueError: if a pattern matches no parameter (a typo would otherwise silently freeze everything).
+        ValueError: if the patterns match no parameter at all (a typo would otherwise silently freeze everything);
+            a single unmatched pattern is only logged (an ablation may lack that module).
     """
     matched = {p: False for p in trainable}
     counts = {"trainable": 0, "frozen": 0}
@@ -39,8 +43,10 @@ def apply_stage(
         param.requires_grad_(train)
         counts["trainable" if train else "frozen"] += int(getattr(param, "ds_numel", param.numel()))
     unmatched = [p for p, hit in matched.items() if not hit and p != ALL]
-    if unmatched:
+    if unmatched and counts["trainable"] == 0:
         raise ValueError(f"trainable pattern(s) {unmatched} match no parameter of {type(model).__name__}")
+    if unmatched:  # e.g. `vision_mixer.` in the mixer-less ablation rows
+        logger.warning("trainable pattern(s) %s match no parameter of %s", unmatched, type(model).__name__)
     return counts
 
 
