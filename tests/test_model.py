@@ -526,3 +526,14 @@ def test_streaming_prefill_equals_full_prefill(vamba, chunk):
         a = vamba(input_ids=ids, past_key_values=full.fork()).logits
         b = vamba(input_ids=ids, past_key_values=streamed.fork()).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_long_videos_stream_by_default(vamba, monkeypatch):
+    pixels, grid = random_video(vamba.config, 16, generator=_seed(25))
+    calls = []
+    original = vamba.encode_video_streaming
+    monkeypatch.setattr(vamba, "encode_video_streaming", lambda *a, **k: calls.append(a) or original(*a, **k))
+    vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid, stream_above_frames=8)
+    assert len(calls) == 1  # 16 frames > 8: streamed
+    vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)  # default threshold 256: not streamed
+    assert len(calls) == 1

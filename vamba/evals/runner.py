@@ -57,6 +57,8 @@ class EvalConfig:
     do_sample: bool = False
     temperature: float = 1.0
     video_token_keep: float = 1.0  # <1 drops video tokens uniformly (Vamba-TR: 0.5)
+    stream_chunk: int | None = None  # stream the video through the model this many frames at a time
+    stream_above_frames: int | None = 256  # default: stream (64-frame chunks) videos longer than this
     encode_once: bool = True  # false: decode and encode the video again for every question (the release's way)
     max_videos: int | None = None
     max_questions: int | None = None
@@ -123,7 +125,11 @@ class VideoAnswerer:
         if self.is_vamba:
             keep = self.cfg.video_token_keep if self.cfg.video_token_keep < 1 else None
             enc["cache"] = self.model.encode_video(
-                pixel_values_videos=pixels, video_grid_thw=enc["grid"], video_token_keep=keep
+                pixel_values_videos=pixels,
+                video_grid_thw=enc["grid"],
+                video_token_keep=keep,
+                chunk_frames=self.cfg.stream_chunk,
+                stream_above_frames=self.cfg.stream_above_frames,
             )
         return enc
 

@@ -580,6 +580,7 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         image_grid_thw: torch.Tensor | None = None,
         video_token_keep: float | None = None,
         chunk_frames: int | None = None,
+        stream_above_frames: int | None = 256,
     ) -> VambaCache:
         """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
 
@@ -588,14 +589,18 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         the video), exactly as the video's first question would after its prefill.
 
         `chunk_frames` streams a single video through the network `chunk_frames` frames at a time (see
-        `encode_video_streaming`): peak activation memory then no longer grows with the number of frames.
+        `encode_video_streaming`): peak activation memory then no longer grows with the number of frames. By
+        default a single video longer than `stream_above_frames` frames is streamed in 64-frame chunks (when
+        the mixer keeps a state: Mamba-2 or none); `stream_above_frames=None` turns that off.
         """
-        if (
-            chunk_frames is not None
-            and pixel_values is None
-            and video_grid_thw is not None
-            and len(video_grid_thw) == 1
-        ):
+        tp = self.config.vision_config.temporal_patch_size
+        single = pixel_values is None and video_grid_thw is not None and len(video_grid_thw) == 1
+        stateful = self.config.text_config.mixer_type != "mamba1"
+        no_drop = video_token_keep is None or video_token_keep >= 1
+        long_video = single and stream_above_frames is not None and int(video_grid_thw[0, 0]) * tp > stream_above_frames
+        if chunk_frames is None and stateful and no_drop and long_video:
+            chunk_frames = 64
+        if chunk_frames is not None and single:
             return self.encode_video_streaming(pixel_values_videos, video_grid_thw, chunk_frames, video_token_keep)
         n_images = 0 if image_grid_thw is None else len(image_grid_thw)
         n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
@@ -672,8 +677,10 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 kv_in = layer.input_layernorm(v) if layer.cross_attn_use_layer_norm else v
                 k, val = layer.cross_attn.project_video(kv_in, key_rope)
                 if kv_bufs[i] is None:
-                    kv_bufs[i] = (k.new_empty(*k.shape[:2], total, k.shape[3]),
-                                  val.new_empty(*val.shape[:2], total, val.shape[3]))
+                    kv_bufs[i] = (
+                        k.new_empty(*k.shape[:2], total, k.shape[3]),
+                        val.new_empty(*val.shape[:2], total, val.shape[3]),
+                    )
                 kv_bufs[i][0][:, :, done : done + n] = k
                 kv_bufs[i][1][:, :, done : done + n] = val
                 if layer.vision_mixer is not None and i < len(layers) - 1:
