@@ -61,14 +61,19 @@ def _banner(step: str) -> float:
     return time.perf_counter()
 
 
-def _train(overrides: list[str]) -> Path:
+def _compose(name: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     from .config import CONFIG_DIR
-    from .train.trainer import run
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+        return compose(config_name=name, overrides=overrides)
+
+
+def _train(overrides: list[str]) -> Path:
+    from .train.trainer import run
+
+    cfg = _compose("train", overrides)
     final = Path(cfg.output_dir) / "final"
     if (final / "config.json").is_file():
         print(f"reusing {final}")
@@ -77,9 +82,7 @@ def _train(overrides: list[str]) -> Path:
 
 
 def _eval(model: Path, model_type: str, data: Path, frames: int, out: Path) -> dict:
-    from hydra import compose, initialize_config_dir
 
-    from .config import CONFIG_DIR
     from .evals.runner import run_eval
 
     overrides = [
@@ -91,9 +94,7 @@ def _eval(model: Path, model_type: str, data: Path, frames: int, out: Path) -> d
         f"output_dir={out}",
         "max_new_tokens=2",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    return run_eval(cfg)
+    return run_eval(_compose("eval", overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,26 @@ class AnnotationError(ValueError):
     """An annotation file that cannot be read as its declared format (message names file and line)."""
 
 
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file; the one JSONL reader of the project."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read annotation file ({e.strerror})") from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise AnnotationError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append((lineno, row))
+    return rows
+
+
 def _json_records(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
@@ -40,19 +60,7 @@ def _json_records(path: Path) -> list[dict[str, Any]]:
             if not isinstance(rec, dict):
                 raise AnnotationError(f"{path}: record {i} is {type(rec).__name__}, expected an object")
         return data
-    records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise AnnotationError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-        rec["_line"] = lineno
-        records.append(rec)
-    return records
+    return [{**rec, "_line": lineno} for lineno, rec in read_jsonl(path)]
 
 
 def _where(path: Path, rec: dict[str, Any], index: int) -> str:

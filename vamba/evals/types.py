@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vamba.data.annotations import AnnotationError
+from vamba.data.annotations import AnnotationError, read_jsonl
 from vamba.evals import answer as answer_rules
 from vamba.evals import scoring as scoring_lib
 
@@ -127,26 +127,6 @@ def read_json_lenient(path: Path) -> Any:
         return json.loads(_drop_trailing_commas(text))
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a JSONL file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise AnnotationError(f"{path}: cannot read annotation file ({e.strerror})") from None
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise AnnotationError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append((lineno, row))
-    return rows
 
 
 def require(row: Any, keys: tuple[str, ...], where: str) -> None:
