@@ -418,6 +418,37 @@ def test_convert_cli_writes_loadable_directory(qwen, tmp_path):
     assert torch.equal(layer.self_attn.v_proj.weight, qwen.model.language_model.layers[1].self_attn.v_proj.weight)
 
 
+@pytest.mark.parametrize("mixer_type", ["mamba2", "mamba1"])
+def test_converting_a_checkpoint_directory_initialises_the_mixers(qwen, tmp_path, mixer_type):
+    """Regression: loading a Qwen2-VL directory left A_log/D/dt_bias as uninitialised memory (NaN logits)."""
+    from vamba.modeling.convert import convert_checkpoint
+
+    qwen.save_pretrained(tmp_path / "base")
+    cfg = {"d_state": 16, "headdim": 16, "chunk_size": 8} if mixer_type == "mamba2" else {"d_state": 16}
+    convert_checkpoint(tmp_path / "base", tmp_path / "out", mixer_type=mixer_type, mixer_config=cfg)
+    model = VambaForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    for layer in model.model.language_model.layers:
+        mixer = layer.vision_mixer.mixer
+        assert torch.equal(mixer.D, torch.ones_like(mixer.D))  # mamba_ssm: D = 1
+        a = -torch.exp(mixer.A_log.float())
+        if mixer_type == "mamba2":  # A in -[1, 16], dt = softplus(dt_bias) in [dt_min, dt_max]
+            assert ((a <= -1 + 1e-5) & (a >= -16 - 1e-4)).all()
+            dt = torch.nn.functional.softplus(mixer.dt_bias)
+            assert ((dt >= 1e-4 - 1e-7) & (dt <= 0.1 + 1e-6)).all()
+        else:  # S4D-real: A[:, n] = -(n + 1)
+            assert torch.allclose(a, -torch.arange(1, 17.0).expand_as(a))
+    pixels, grid = random_video(model.config, frames=4, height=16, width=16, generator=_seed())
+    ids = torch.tensor([[BOS, VISION_START, VISION_END, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid).logits).all()
+    # A Vamba checkpoint's own mixer weights are loaded, not re-initialised.
+    with torch.no_grad():
+        model.model.language_model.layers[0].vision_mixer.mixer.D.fill_(3.0)
+    model.save_pretrained(tmp_path / "again")
+    again = VambaForConditionalGeneration.from_pretrained(tmp_path / "again")
+    assert (again.model.language_model.layers[0].vision_mixer.mixer.D == 3.0).all()
+
+
 # Bad input ----------------------------------------------------------------------------------------------------
 def test_bad_inputs_raise_clear_errors(vamba):
     ids, mask, pixels, grid = _video_batch(vamba.config, [(6, 4)], seed=16)

@@ -38,7 +38,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
-from .mamba2 import build_mixer
+from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
 from .video_stream import VideoStream, VisualItem, assemble_video_stream, grid_positions, packed_sample_index
 
 
@@ -207,8 +207,13 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
 
 
 def _mixer_params_loaded(mixer: nn.Module) -> bool:
-    """True if loading already filled the mixer, or if ZeRO-3 partitioned it (then its constructor did the init)."""
-    return any(getattr(p, "_is_hf_initialized", False) or hasattr(p, "ds_id") for p in mixer.parameters())
+    """True if loading already filled the mixer, or if ZeRO-3 partitioned it (then its constructor did the init).
+
+    Only the mixer's own parameters (A_log, D, dt_bias) tell: transformers initialises and flags child Linear/Conv1d
+    modules before it visits the block, so a flag on `in_proj.weight` does not mean the checkpoint held the mixer.
+    """
+    own = list(mixer.parameters(recurse=False)) or list(mixer.parameters())
+    return any(getattr(p, "_is_hf_initialized", False) or hasattr(p, "ds_id") for p in own)
 
 
 class VambaTextModel(Qwen2VLTextModel):
@@ -234,12 +239,14 @@ class VambaTextModel(Qwen2VLTextModel):
         super()._init_weights(module)
         if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
             init.constant_(module.alpha, 0.5)
-        elif isinstance(module, VisionMixerBlock) and not _mixer_params_loaded(module.mixer):
+        elif isinstance(module, (Mamba2Mixer, Mamba1Mixer)) and not _mixer_params_loaded(module):
             # mamba_ssm's init (A, dt, D, default Linear/Conv1d) and the scaled out_proj. Partitioned ZeRO-3
-            # parameters were initialised whole in the mixer's constructor, so there is nothing to redo.
+            # parameters were initialised whole in the mixer's constructor, so there is nothing to redo. Done on
+            # the mixer itself, not on VisionMixerBlock: transformers skips modules of non-library models that hold
+            # no parameters of their own, so a block-level init never ran when loading a Qwen2-VL checkpoint.
             with torch.no_grad():
-                module.mixer.reset_parameters()
-            for p in module.mixer.parameters():
+                module.reset_parameters()
+            for p in module.parameters():
                 p._is_hf_initialized = True
 
     def forward(  # type: ignore[override]
