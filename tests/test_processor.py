@@ -121,3 +121,39 @@ def test_qwen2vl_layout_puts_visual_tokens_inline_for_the_baseline():
     torch.manual_seed(0)
     loss = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14}))(**out).loss
     assert torch.isfinite(loss)
+
+
+# Tiny tokenizer with merges -------------------------------------------------------------------------------------
+def test_learn_merges_takes_the_most_frequent_pair_and_stops_below_two():
+    from vamba.data.processor import learn_merges
+
+    def words(text):
+        return [(w, None) for w in text.split()]
+
+    # ab x3, abc x1: (a, b) occurs 4 times, (b, c) once; after merging, (ab, c) occurs once -> stop.
+    assert learn_merges(["ab ab ab", "abc"], words, 10) == [("a", "b")]
+    # Ties go to the smallest pair; the cap is respected.
+    assert learn_merges(["xy xy ab ab"], words, 1) == [("a", "b")]
+    assert learn_merges(["xy xy ab ab"], words, 5) == [("a", "b"), ("x", "y")]
+
+
+def test_tiny_tokenizer_with_merges_is_deterministic_lossless_and_shortens_prompts(tmp_path):
+    from vamba.data.processor import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
+    from vamba.evals.benchmarks.synthetic import BENCHMARK
+    from vamba.evals.types import Question
+
+    plain, merged, again = build_tiny_tokenizer(), build_tiny_tokenizer(256), build_tiny_tokenizer(256)
+    assert merged.get_vocab() == again.get_vocab() and 264 < len(merged) <= 264 + 256
+    assert merged.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS)) == list(range(256, 264))
+    q = Question(qid="1", video="v.mp4", question="What color was the triangle that appeared in the video?",
+                 options=["red", "green", "blue", "yellow"], answer="A", categories={})
+    prompt = BENCHMARK.prompt(q)
+    short, long = merged(prompt)["input_ids"], plain(prompt)["input_ids"]
+    assert len(long) > 3 * len(short)
+    for text in (prompt, "Ünïcödé, emoji 🙂 and words never seen: zyzzyva\n\t"):
+        assert merged.decode(merged(text)["input_ids"]) == text
+    # Saved with a checkpoint and reloaded (what training and evaluation do): the same ids.
+    proc = VambaProcessor.tiny(merges=256)
+    proc.save_pretrained(tmp_path)
+    msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "A"}]
+    assert torch.equal(VambaProcessor.from_pretrained(tmp_path)(msgs)["input_ids"], proc(msgs)["input_ids"])

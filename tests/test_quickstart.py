@@ -12,10 +12,16 @@ def test_small_quickstart_runs_every_step_and_reuses_them(tmp_path):
     assert main(["--small", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     models = {(r["model"], r["frames"]) for r in summary["results"]}
-    assert models == {("Qwen2-VL (tiny)", 4), ("Qwen2-VL (tiny)", 8), ("Vamba (tiny)", 4), ("Vamba (tiny)", 8)}
-    assert all(0 <= r["accuracy"] <= 100 and r["questions"] == 8 for r in summary["results"])
+    assert models == {("Qwen2-VL (tiny)", 4), ("Qwen2-VL (tiny)", 8), ("Vamba (tiny)", 4), ("Vamba (tiny)", 8),
+                      ("Vamba, converted (no training)", 8), ("Vamba after stage 1", 8)}
+    assert all(0 <= r["accuracy"] <= 100 and r["questions"] == 4 for r in summary["results"])
+    # Prefill cost of both models at every benchmarked frame count, measured on the quickstart's architecture.
+    costs = {(c["model"], c["frames"]): c for c in summary["prefill"]}
+    assert set(costs) == {(m, f) for m in ("Qwen2-VL (tiny)", "Vamba (tiny)") for f in (4, 8, 16)}
+    assert all(c["status"] == "ok" and c["prefill_ms"] > 0 and c["visual_tokens"] == c["frames"] // 2
+               for c in costs.values())
     table = (tmp_path / "summary.md").read_text()
-    assert "chance 25%" in table and "Vamba (tiny)" in table
+    assert "chance = 25%" in table and "| Vamba (tiny) | 16 | 8 | – |" in table
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
     for stage in ("qwen2vl", "vamba-stage1", "vamba-stage2"):
         assert (tmp_path / stage / "final" / "model.safetensors").is_file()

@@ -13,6 +13,9 @@ differ only in what Vamba adds (cross-attention, Mamba-2 on the video, the video
   at 7B, and the memory/time *ratios* between the two models follow the same laws.
 - "tiny": the unit-test size of `vamba.modeling.tiny` (width 64, patch 4), with small default frames (32x32) so
   a whole benchmark run takes seconds.
+- "quickstart": exactly the architecture the CPU quickstart trains (`QUICKSTART_TEXT`, `QUICKSTART_VISION`,
+  `QUICKSTART_MIXER`: width 128, 2 layers, a 2-block ViT of width 64 with the 7B patch geometry) at its 28x28
+  frames (one visual token per temporal patch), so its prefill costs sit beside the quickstart's accuracies.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ QWEN_VISION_END = 151653
 QWEN_IMAGE_PAD = 151655
 QWEN_VIDEO_PAD = 151656
 
-PROFILES = ("7b", "small", "tiny")
+PROFILES = ("7b", "small", "tiny", "quickstart")
+
+#: The quickstart's tiny models (`vamba.quickstart` builds its Hydra overrides from these; the bench profile too).
+QUICKSTART_TEXT = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2)
+QUICKSTART_VISION = dict(depth=2, embed_dim=64, num_heads=2, patch_size=14)
+QUICKSTART_MIXER = {"d_state": 16, "headdim": 32, "chunk_size": 64}
+QUICKSTART_FRAME = 28
 
 
 def _qwen2vl(text: dict, vision: dict) -> Qwen2VLConfig:
@@ -166,4 +176,11 @@ def get_profile_config(name: str) -> Profile:
         # 32x32 frames at patch 4 (factor 8): 8 visual tokens per frame; bounds scaled so the resize keeps 32x32.
         return Profile("tiny", base, vamba, torch.float32, height=32, width=32, text_tokens=16,
                        min_tokens_per_frame_pair=4, max_tokens_per_frame_pair=768)
+    if name == "quickstart":
+        base = tiny_qwen2vl_config(**QUICKSTART_TEXT, vision=dict(QUICKSTART_VISION))
+        base._attn_implementation = "sdpa"
+        vamba = _vamba(base, QUICKSTART_MIXER)
+        # The quickstart's prompt is ~90 tokens; its processor allows 1 to 16 merged tokens per frame pair.
+        return Profile("quickstart", base, vamba, torch.float32, height=QUICKSTART_FRAME, width=QUICKSTART_FRAME,
+                       text_tokens=90, min_tokens_per_frame_pair=1, max_tokens_per_frame_pair=16)
     raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")

@@ -22,6 +22,8 @@ class ModelConfig:
     tiny: when `path` is null, build a tiny model in code with these `tiny_qwen2vl_config` arguments (CPU runs).
     vamba: Vamba config fields overriding the checkpoint's (mixer_type, cross_attn_init, use_alpha_balancing, ...).
     processor: processor directory; null means `path`; "tiny" means the offline tiny processor.
+    tokenizer_merges: with `processor: tiny`, BPE merges learned from the project's prompts (0 = bytes only). A
+        tiny model built in code gets a vocabulary that fits the tokenizer unless `tiny.vocab_size` is given.
     """
 
     kind: str = "vamba"
@@ -30,6 +32,7 @@ class ModelConfig:
     tiny: dict[str, Any] | None = None
     vamba: dict[str, Any] = field(default_factory=dict)
     processor: str | None = None
+    tokenizer_merges: int = 0
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
 

@@ -29,7 +29,7 @@ from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
 from ..modeling import VambaConfig, VambaForConditionalGeneration
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
-from ..modeling.tiny import tiny_qwen2vl_config
+from ..modeling.tiny import VOCAB, tiny_qwen2vl_config
 from ..modeling.zero import gathered
 from .config import ModelConfig, TrainConfig
 from .deepspeed import build_deepspeed_config
@@ -57,19 +57,26 @@ def build_processor(cfg: ModelConfig) -> VambaProcessor:
     source = cfg.processor or cfg.path
     if source is None or source == "tiny":
         patch = (cfg.tiny or {}).get("vision", {}).get("patch_size", 14)
-        return VambaProcessor.tiny(patch_size=patch, layout=layout)
+        return VambaProcessor.tiny(patch_size=patch, layout=layout, merges=cfg.tokenizer_merges)
     return VambaProcessor.from_pretrained(source, layout=layout)
 
 
-def build_model(cfg: ModelConfig, dtype: torch.dtype) -> torch.nn.Module:
-    """Build or load the model; call after `TrainingArguments` exists so ZeRO-3 partitions it at construction."""
+def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = None) -> torch.nn.Module:
+    """Build or load the model; call after `TrainingArguments` exists so ZeRO-3 partitions it at construction.
+
+    ``vocab_size`` (the processor's tokenizer length) sizes a tiny model built in code, rounded up to a multiple
+    of 8, unless ``cfg.tiny`` sets it.
+    """
     if cfg.kind not in ("vamba", "qwen2_vl"):
         raise ValueError(f"model.kind must be 'vamba' or 'qwen2_vl', got {cfg.kind!r}")
     overrides = OmegaConf.to_container(cfg.vamba) if OmegaConf.is_config(cfg.vamba) else dict(cfg.vamba)
     if cfg.path is None:
         if cfg.tiny is None:
             raise ValueError("model.path is null and model.tiny is not set: nothing to build")
-        base = tiny_qwen2vl_config(**(OmegaConf.to_container(cfg.tiny) if OmegaConf.is_config(cfg.tiny) else cfg.tiny))
+        tiny = dict(OmegaConf.to_container(cfg.tiny) if OmegaConf.is_config(cfg.tiny) else cfg.tiny)
+        if vocab_size is not None and "vocab_size" not in tiny:
+            tiny["vocab_size"] = max(VOCAB, -(-vocab_size // 8) * 8)
+        base = tiny_qwen2vl_config(**tiny)
         base._attn_implementation = cfg.attn_implementation
         if cfg.kind == "qwen2_vl":
             return Qwen2VLForConditionalGeneration._from_config(base, dtype=dtype)
@@ -299,7 +306,7 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
     dtype = torch.float32 if cpu or cfg.model.dtype == "float32" else getattr(torch, cfg.model.dtype)
     set_seed(cfg.seed)  # the same initialisation on every rank and every run
     processor = build_processor(cfg.model)
-    model = build_model(cfg.model, dtype)
+    model = build_model(cfg.model, dtype, vocab_size=len(processor.tokenizer))
     stage = cfg.train
     counts = apply_stage(model, list(stage.trainable), stage.freeze_vision, stage.freeze_vision_blocks)
     if stage.lora.enabled:
