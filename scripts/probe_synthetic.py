@@ -6,9 +6,9 @@ AdamW loop on data from `vamba.data.synthetic`, all samples decoded once into me
 a setting is judged in a minute instead of a whole quickstart. The numbers in `vamba.data.synthetic`'s docstring
 ("Learnability") were measured with it, e.g.:
 
-    python scripts/probe_synthetic.py --frames 8 --merges 0          # byte tokenizer, ~310-token prompt: chance
-    python scripts/probe_synthetic.py --frames 8                     # word merges, ~93 tokens: 100% by step 300
-    python scripts/probe_synthetic.py --frames 16 --schedule 4,8,16 --train-videos 1200 --steps 800
+    python scripts/probe_synthetic.py --frames 8 --steps 600             # word merges, ~93 tokens: 100% at 400
+    python scripts/probe_synthetic.py --frames 8 --steps 600 --merges 0  # bytes, ~310 tokens: peak 79%, 2.5x slower
+    python scripts/probe_synthetic.py --frames 16 --schedule 4,8,16 --train-videos 1200 --eval-videos 64 --steps 800
     python scripts/probe_synthetic.py --frames 8 --option-order random --steps 1000   # stays at chance
 """
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from vamba.quickstart import main
 
 
@@ -28,3 +30,30 @@ def test_small_quickstart_runs_every_step_and_reuses_them(tmp_path):
     started = time.perf_counter()
     assert main(["--small", "--out", str(tmp_path)]) == 0  # everything reused: no training, no re-answering
     assert time.perf_counter() - started < 60
+    _chat_with_the_quickstart_checkpoint(tmp_path)
+
+
+def _chat_with_the_quickstart_checkpoint(out):
+    """`vamba chat` on the quickstart's Vamba (CLI and Python), its multiple-choice prompt = the benchmark's."""
+    import contextlib
+    import io
+
+    from vamba.chat import ask, load, multiple_choice_prompt
+    from vamba.cli import main as cli
+    from vamba.evals.benchmarks.synthetic import BENCHMARK
+
+    q = BENCHMARK.load(out / "data")[0]
+    assert multiple_choice_prompt(q.question, q.options) == BENCHMARK.prompt(q)
+    model_dir = out / "vamba-stage2" / "final"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(["chat", "--model", str(model_dir), "--video", str(out / "data" / q.video), "--frames", "8",
+                    "--choices", ",".join(q.options), "--max-new-tokens", "4", q.question]) == 0
+    model, processor = load(model_dir, device="cpu")
+    answer = ask(model, processor, out / "data" / q.video, q.question, frames=8, max_new_tokens=4, choices=q.options)
+    assert printed.getvalue().strip() == answer
+    # Streaming the video 2 frames at a time gives the same greedy answer.
+    assert ask(model, processor, out / "data" / q.video, q.question, frames=8, max_new_tokens=4, choices=q.options,
+               stream_chunk=2) == answer
+    with pytest.raises(ValueError, match="choices"):
+        multiple_choice_prompt("?", ["only one"])

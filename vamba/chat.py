@@ -1,10 +1,13 @@
 """Chat with a model about a video: `vamba chat --model DIR --video FILE "question"`, or from Python:
 
     from vamba.chat import load, ask
-    model, processor = load("outputs/quickstart/vamba-sft/final")
-    print(ask(model, processor, "clip.mp4", "What colour was the shape?", frames=64))
+    model, processor = load("outputs/quickstart/vamba-stage2/final")
+    print(ask(model, processor, "clip.mp4", "What color was the circle that appeared in the video?", frames=16,
+              choices=["red", "green", "blue", "yellow"]))
 
-Long videos can be streamed through the network `stream_chunk` frames at a time (bounded activation memory).
+With `choices` the question is asked as a multiple-choice question in the LVBench prompt that `vamba eval` and the
+synthetic training data use (the reply is then a letter). Long videos can be streamed through the network
+`stream_chunk` frames at a time (bounded activation memory).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ def ask(
     max_new_tokens: int = 128,
     stream_chunk: int | None = None,
     video_token_keep: float | None = None,
+    choices: list[str] | None = None,
 ) -> str:
-    """Answer `question` about `video` (greedy decoding)."""
+    """Answer `question` about `video` (greedy decoding); with `choices`, as a multiple-choice question."""
+    if choices:
+        question = multiple_choice_prompt(question, choices)
     v = processor.vision
     clip = load_video(video, num_frames=frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
     messages = [
@@ -62,6 +68,17 @@ def ask(
     return processor.decode(out[0, ids.shape[1] :]).strip()
 
 
+def multiple_choice_prompt(question: str, choices: list[str]) -> str:
+    """`question` with lettered `choices` in the LVBench prompt (what `vamba eval` asks; 2 to 26 choices)."""
+    from .evals.types import VAMBA_HEAD, letter_list, option_lines
+
+    if not 2 <= len(choices) <= 26:
+        raise ValueError(f"choices: give 2 to 26 options, got {len(choices)}")
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(choices)]
+    return (f"{VAMBA_HEAD}\nRespond with only the letter ({letter_list(letters)}) of the correct option.\n"
+            f"{question}\n{option_lines(list(choices), 'paren')}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vamba chat", description="Ask a model about a video.")
     parser.add_argument("question")
@@ -73,8 +90,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--stream-chunk", type=int, default=None, help="stream the video this many frames at a time")
     parser.add_argument("--video-token-keep", type=float, default=None, help="keep this fraction of video tokens")
+    parser.add_argument("--choices", default=None,
+                        help="comma-separated options: ask a multiple-choice question (LVBench prompt), e.g. red,blue")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    choices = [c.strip() for c in args.choices.split(",") if c.strip()] if args.choices else None
     model, processor = load(args.model, args.model_type, args.device, args.processor)
     with torch.no_grad():
         print(
@@ -87,6 +107,7 @@ def main(argv: list[str]) -> int:
                 args.max_new_tokens,
                 args.stream_chunk,
                 args.video_token_keep,
+                choices,
             )
         )
     return 0

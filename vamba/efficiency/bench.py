@@ -917,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prefill FLOPs (meta device), memory (analytic account and measured) and time of Vamba vs "
                     "Qwen2-VL of the same size, like the paper's figures 3 and 4.")
     parser.add_argument("--model", choices=PROFILES, default="small",
-                        help="size: 7b (paper; FLOPs/account only on CPU), small (~0.2B, CPU), tiny (tests)")
+                        help="size: 7b (paper; FLOPs/account only on CPU), small (~0.2B, CPU), tiny (tests), "
+                             "quickstart (the CPU quickstart's models, 28x28 frames)")
     parser.add_argument("--frames", type=_parse_frames, default=[16, 64, 256], help="comma-separated, e.g. 16,64,256")
     parser.add_argument("--flops-only", action="store_true",
                         help="count FLOPs on the meta device and print the memory account; measure nothing")
