@@ -176,3 +176,37 @@ def test_lmms_eval_registration():
     from vamba.evals.lmms_eval_adapter import manifests
 
     assert manifests().model_id == "vamba"
+
+
+def test_bounded_questions_encode_their_own_clip_windows(checkpoints, synthetic_data, tmp_path, monkeypatch):
+    """MVBench-style start/end: each window is decoded and encoded once, a window past the end is that question's
+    error only, and an unbounded question still sees the whole video."""
+    import shutil
+
+    from vamba.evals import runner
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    video = sorted((data / "videos").glob("syn_eval_*.mp4"))[0]  # 8 frames at 4 fps: 2 s
+    task = data / "json" / "action_sequence.json"
+    task.parent.mkdir()
+    rows = [{"video": video.name, "question": f"q{i}?", "candidates": ["a", "b", "c", "d"], "answer": "a", **b}
+            for i, b in enumerate([{"start": 0.0, "end": 1.0}, {"start": 0.0, "end": 1.0}, {"start": 1.0, "end": 2.0},
+                                   {}, {"start": 5.0, "end": 6.0}])]
+    task.write_text(json.dumps(rows))
+    (data / "video" / "star" / "Charades_v1_480").mkdir(parents=True)  # the task's folder (official evaluation)
+    shutil.copy(video, data / "video" / "star" / "Charades_v1_480" / video.name)
+    loads = []
+    original = runner.VideoAnswerer.load_frames
+
+    def spy(self, path, start=None, end=None):
+        loads.append((start, end))
+        return original(self, path, start, end)
+
+    monkeypatch.setattr(runner.VideoAnswerer, "load_frames", spy)
+    assert main(["eval", "benchmark=mvbench", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "frames=4",
+                 f"output_dir={tmp_path / 'out'}", "max_new_tokens=2"]) == 0
+    assert sorted(loads, key=str) == sorted([(0.0, 1.0), (1.0, 2.0), (None, None), (5.0, 6.0)], key=str)
+    records = read_results(tmp_path / "out" / "results.jsonl")
+    errors = [r for r in records if r["error"]]
+    assert len(records) == 5 and len(errors) == 1 and "after the video" in errors[0]["error"]

@@ -418,3 +418,28 @@ def test_argument_errors_are_not_read_errors(clips):
     with pytest.raises(ValueError) as e:
         load_video(clips["h264"], backend="opencv")
     assert not isinstance(e.value, VideoReadError)
+
+
+# ---- clip windows (MVBench bounded tasks) -----------------------------------------------------------------------
+def test_clip_frames_window_arithmetic():
+    from vamba.data.video import clip_frames
+
+    assert clip_frames(300, 30.0) == (0, 299)
+    assert clip_frames(300, 30.0, 2.0, 4.0) == (60, 120)
+    assert clip_frames(300, 30.0, None, 4.0) == (0, 120)
+    assert clip_frames(300, 30.0, 9.0, 50.0) == (270, 299)  # an end past the video is clamped
+    for start, end, match in ((4.0, 2.0, "before its end"), (-1.0, 2.0, ">= 0"), (11.0, None, "after the video")):
+        with pytest.raises(ValueError, match=match):
+            clip_frames(300, 30.0, start, end)
+
+
+@pytest.mark.parametrize("sample", ["uniform", "fps"])
+def test_clip_window_samples_only_inside_it(clips, sample):
+    kwargs = dict(num_frames=8) if sample == "uniform" else dict(fps=2.0)
+    v = load_video(clips["h264"], sample=sample, resize=False, start=2.0, end=4.0, **kwargs)
+    _check_ids(v)  # the decoded frames really are the planned ones
+    window = sample_indices(61, 30.0, sample, **kwargs)  # frames 60..120 are 61 frames
+    np.testing.assert_array_equal(v.indices, 60 + window)
+    assert v.indices.min() >= 60 and v.indices.max() <= 120
+    with pytest.raises(ValueError, match="after the video"):
+        load_video(clips["h264"], num_frames=8, start=20.0)

@@ -77,6 +77,7 @@ __all__ = [
     "VideoFrames",
     "VideoReadError",
     "available_backends",
+    "clip_frames",
     "frames_for_token_budget",
     "load_video",
     "read_frame_ids",
@@ -211,6 +212,30 @@ def sample_indices(
             raise ValueError(f"max_frames must be >= {TEMPORAL_PATCH}, got {max_frames}")
         n = min(n, int(max_frames))
     return _segment_middles(total, _even_count(n))
+
+
+def clip_frames(num_total_frames: int, native_fps: float, start: float | None = None,
+                end: float | None = None) -> tuple[int, int]:
+    """First and last frame index (inclusive) of the window [start, end] seconds; the whole video for None.
+
+    Raises:
+        ValueError: start >= end, a negative start, a window that starts after the video ends, or bounds on a
+            video with unknown fps.
+    """
+    last_frame = int(num_total_frames) - 1
+    if start is None and end is None:
+        return 0, last_frame
+    if not native_fps or native_fps <= 0:
+        raise ValueError(f"clip bounds need the video's fps, got {native_fps}")
+    if start is not None and start < 0:
+        raise ValueError(f"clip start must be >= 0 seconds, got {start}")
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"clip start ({start}s) must be before its end ({end}s)")
+    first = 0 if start is None else int(round(start * native_fps))
+    last = last_frame if end is None else min(last_frame, int(round(end * native_fps)))
+    if first > last_frame:
+        raise ValueError(f"clip starts at {start}s, after the video's last frame ({last_frame / native_fps:.2f}s)")
+    return first, max(first, last)
 
 
 def frames_for_token_budget(
@@ -789,9 +814,19 @@ def _plan(
     max_frames: int | None,
     token_budget: int | None,
     size_kwargs: dict[str, int | None],
+    clip: tuple[float | None, float | None] = (None, None),
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Frame indices and output size for a video, from its metadata alone (no decoding)."""
+    """Frame indices and output size for a video, from its metadata alone (no decoding).
+
+    ``clip`` = (start, end) in seconds (either may be None): every sampling mode then runs on the frames of that
+    window only, as MVBench's bounded tasks sample it (frames round(start * fps) .. round(end * fps)).
+    """
     out_hw = target_size(meta.height, meta.width, **size_kwargs)
+    first, last = clip_frames(meta.num_frames, meta.fps, *clip)
+    if (first, last) != (0, meta.num_frames - 1):
+        window = _Meta(last - first + 1, meta.fps, (last - first + 1) / meta.fps, meta.height, meta.width)
+        indices, out_hw = _plan(window, sample, num_frames, fps, max_frames, token_budget, size_kwargs)
+        return indices + first, out_hw
     if sample == "auto":
         if token_budget is None or token_budget <= 0:
             raise ValueError("sample='auto' needs a positive token_budget")
@@ -823,6 +858,8 @@ def load_video(
     longest_edge: int | None = None,
     resize: bool = True,
     threads: int = 0,
+    start: float | None = None,
+    end: float | None = None,
 ) -> VideoFrames:
     """Read a video file and return sampled RGB frames (see the module docstring for the full contract).
 
@@ -838,6 +875,7 @@ def load_video(
         resize: False returns frames at native size (the target size still decides the ``auto`` frame count).
         threads: decoder threads; 0 lets the library choose. Use 1 inside data-loader workers that already run
             in parallel.
+        start, end: sample only from this window, in seconds (MVBench's bounded tasks); see `clip_frames`.
 
     Returns:
         `VideoFrames` with frames (T, H, W, 3) uint8, T even.
@@ -871,7 +909,8 @@ def load_video(
             meta = reader.meta
             # Outside the error capture: a bad argument (e.g. a budget too small for the resolution) is the
             # caller's mistake, not the file's, and must not be retried on another backend.
-            indices, out_hw = _plan(meta, sample, num_frames, fps, max_frames, token_budget, size_kwargs)
+            indices, out_hw = _plan(meta, sample, num_frames, fps, max_frames, token_budget, size_kwargs,
+                                    (start, end))
             unique, inverse = np.unique(indices, return_inverse=True)
             sink = _FrameSink(len(unique), (meta.height, meta.width), out_hw if resize else (meta.height, meta.width))
             try:

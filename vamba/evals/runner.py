@@ -102,7 +102,8 @@ class VideoAnswerer:
         self.device = next(model.parameters()).device
         self.is_vamba = cfg.model.type == "vamba"
 
-    def load_frames(self, path: Path):
+    def load_frames(self, path: Path, start: float | None = None, end: float | None = None):
+        """Frames as the eval config samples them, from the window [start, end] seconds when a question has one."""
         from ..data.video import load_video
 
         cfg, vision = self.cfg, self.processor.vision
@@ -116,6 +117,8 @@ class VideoAnswerer:
             token_budget=cfg.token_budget,
             min_pixels=cfg.min_pixels or vision.min_pixels,
             max_pixels=cfg.max_pixels or vision.max_pixels,
+            start=start,
+            end=end,
         ).frames
 
     def encode(self, frames) -> dict[str, Any]:
@@ -297,31 +300,38 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
 
 
 def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list, writer: ResultsWriter, bar) -> None:
+    """Answer the questions about one video. With `encode_once`, each clip window (the whole video, or a question's
+    start/end bounds, e.g. MVBench) is encoded once and shared by the questions that ask about it."""
     from ..data.video import VideoReadError
 
     path = _resolve(data_dir, video)
-    t0 = time.perf_counter()
-    enc, error = None, None
-    try:
-        if answerer.cfg.encode_once:
-            enc = answerer.encode(answerer.load_frames(path))
-    except (VideoReadError, FileNotFoundError) as e:
-        error = f"video: {e}"
-    shared = time.perf_counter() - t0
-    for i, q in enumerate(qs):
+    encodings: dict[tuple, tuple[Any, str | None]] = {}  # clip window -> (encoding, error)
+
+    def encoding(q) -> Any:
+        window = (q.start, q.end)
+        if window not in encodings:
+            try:  # ValueError here is a clip window the video cannot give (bounds past its end)
+                encodings[window] = (answerer.encode(answerer.load_frames(path, *window)), None)
+            except (VideoReadError, FileNotFoundError, ValueError) as e:
+                encodings[window] = (None, f"video: {e}")
+        enc, error = encodings[window] if answerer.cfg.encode_once else encodings.pop(window)
+        if error is not None:
+            raise _VideoError(error)
+        return enc
+
+    for q in qs:
         t1 = time.perf_counter()
         prompt = response = ""
-        letter, q_error = None, error
-        if q_error is None:
-            try:
-                q_enc = enc if enc is not None else answerer.encode(answerer.load_frames(path))
-                prompt, response = answerer.answer(
-                    q, q_enc, _read_subtitles(data_dir, q) if answerer.cfg.subtitles else None
-                )
-                letter = answerer.bench.extract(response, q, answerer.cfg.scoring)
-            except (VideoReadError, FileNotFoundError) as e:
-                q_error = f"video: {e}"
-        seconds = time.perf_counter() - t1 + (shared if i == 0 else 0.0)
+        letter, q_error = None, None
+        try:
+            q_enc = encoding(q)
+            prompt, response = answerer.answer(
+                q, q_enc, _read_subtitles(data_dir, q) if answerer.cfg.subtitles else None
+            )
+            letter = answerer.bench.extract(response, q, answerer.cfg.scoring)
+        except _VideoError as e:
+            q_error = str(e)
+        seconds = time.perf_counter() - t1  # the first question of a window also pays its encoding
         writer.write(
             {
                 "qid": q.qid,
@@ -338,6 +348,10 @@ def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list,
             }
         )
         bar.update(1)
+
+
+class _VideoError(Exception):
+    """A clip that could not be read or encoded (recorded once per question that asks about it)."""
 
 
 def _throughput(records: list[dict[str, Any]]) -> float | None:

@@ -6,8 +6,10 @@ may be given). Each is a list of {`video`, `question`, `candidates`, `answer` (t
 (`types.answer_from_text`; no match -> `answer=None` with a loader warning).
 
 Videos: `video/<source folder>/<video>` with the source folder of each task in the official evaluation
-(`TASK_DIRS`; an unknown task reads `video/<video>`). Episodic Reasoning points at 3-fps frame folders (1-based
-frame files): `extra["frames_fps"] = 3` tells the runner.
+(`TASK_DIRS`; an unknown task reads `video/<video>`). Bounded tasks: the runner samples the frames only from
+[start, end] (`load_video(start=, end=)`, frames round(start * fps) .. round(end * fps), as MVBench's loader),
+and encodes each window once. Episodic Reasoning points at 3-fps frame folders (1-based frame files):
+`extra["frames_fps"] = 3` marks them; the runner does not read frame folders yet (those questions are errors).
 
 Official: MVBench's system prompt, "Question/Options/(A) .." prompt, reply primed with "Best option:("; the first
 token must be the letter. Headline Avg = unweighted mean over the tasks of their accuracies; with the official 200
