@@ -199,14 +199,27 @@ def test_bounded_questions_encode_their_own_clip_windows(checkpoints, synthetic_
     loads = []
     original = runner.VideoAnswerer.load_frames
 
-    def spy(self, path, start=None, end=None):
-        loads.append((start, end))
-        return original(self, path, start, end)
+    def spy(self, path, start=None, end=None, folder_fps=None):
+        loads.append((start, end, folder_fps))
+        return original(self, path, start, end, folder_fps)
+
+    # Episodic Reasoning reads a folder of 3-fps frame images (00001.jpg, ...).
+    from PIL import Image
+
+    from vamba.data.video import load_video
+
+    frames = data / "video" / "tvqa" / "frames_fps3_hq" / "clip1"
+    frames.mkdir(parents=True)
+    for i, rgb in enumerate(load_video(video, num_frames=8).frames, start=1):
+        Image.fromarray(rgb).save(frames / f"{i:05d}.jpg")
+    (data / "json" / "episodic_reasoning.json").write_text(json.dumps(
+        [{"video": "clip1", "question": "q?", "candidates": ["a", "b", "c", "d"], "answer": "b"}]))
 
     monkeypatch.setattr(runner.VideoAnswerer, "load_frames", spy)
     assert main(["eval", "benchmark=mvbench", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "frames=4",
                  f"output_dir={tmp_path / 'out'}", "max_new_tokens=2"]) == 0
-    assert sorted(loads, key=str) == sorted([(0.0, 1.0), (1.0, 2.0), (None, None), (5.0, 6.0)], key=str)
+    windows = [(0.0, 1.0, None), (1.0, 2.0, None), (None, None, None), (5.0, 6.0, None), (None, None, 3)]
+    assert sorted(loads, key=str) == sorted(windows, key=str)
     records = read_results(tmp_path / "out" / "results.jsonl")
     errors = [r for r in records if r["error"]]
-    assert len(records) == 5 and len(errors) == 1 and "after the video" in errors[0]["error"]
+    assert len(records) == 6 and len(errors) == 1 and "after the video" in errors[0]["error"]

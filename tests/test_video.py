@@ -443,3 +443,30 @@ def test_clip_window_samples_only_inside_it(clips, sample):
     assert v.indices.min() >= 60 and v.indices.max() <= 120
     with pytest.raises(ValueError, match="after the video"):
         load_video(clips["h264"], num_frames=8, start=20.0)
+
+
+def test_frame_folder_is_sampled_like_a_video(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(12):  # unpadded names: natural order, not string order
+        Image.fromarray(np.full((56, 84, 3), 10 * i, dtype=np.uint8)).save(folder / f"frame_{i + 1}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    v = load_video(folder, num_frames=4, folder_fps=3.0, resize=False)
+    np.testing.assert_array_equal(v.indices, sample_indices(12, 3.0, "uniform", num_frames=4))
+    np.testing.assert_array_equal(v.frames[:, 0, 0, 0], 10 * v.indices)
+    assert v.backend == "frames" and v.duration == pytest.approx(4.0) and v.stats["images_read"] == 4
+    np.testing.assert_allclose(v.timestamps, v.indices / 3.0)
+    clip = load_video(folder, num_frames=2, folder_fps=3.0, start=1.0, end=2.0)  # frames 3..6
+    np.testing.assert_array_equal(clip.indices, 3 + sample_indices(4, 3.0, "uniform", num_frames=2))
+    assert clip.frames.shape[1:3] == V.target_size(56, 84)  # resized by the same rules as video files
+    with pytest.raises(VideoReadError, match="needs folder_fps"):
+        load_video(folder, num_frames=4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VideoReadError, match="without image files"):
+        load_video(empty, num_frames=4, folder_fps=3.0)
+    (folder / "frame_13.png").write_bytes(b"broken")
+    with pytest.raises(VideoReadError, match="frame_13.png: unreadable"):
+        load_video(folder, num_frames=13, folder_fps=3.0)

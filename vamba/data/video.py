@@ -55,6 +55,7 @@ import functools
 import importlib
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -860,8 +861,12 @@ def load_video(
     threads: int = 0,
     start: float | None = None,
     end: float | None = None,
+    folder_fps: float | None = None,
 ) -> VideoFrames:
     """Read a video file and return sampled RGB frames (see the module docstring for the full contract).
+
+    ``path`` may also be a folder of frame images (MVBench's Episodic Reasoning: ``00001.jpg``, ...) sampled at
+    ``folder_fps`` frames per second: the same sampler and resize rules apply, images are read with Pillow.
 
     Args:
         path: video file.
@@ -876,6 +881,7 @@ def load_video(
         threads: decoder threads; 0 lets the library choose. Use 1 inside data-loader workers that already run
             in parallel.
         start, end: sample only from this window, in seconds (MVBench's bounded tasks); see `clip_frames`.
+        folder_fps: frame rate of a frame folder (required when ``path`` is one; ignored for files).
 
     Returns:
         `VideoFrames` with frames (T, H, W, 3) uint8, T even.
@@ -892,9 +898,14 @@ def load_video(
     installed = available_backends()
     if backend is not None and backend not in installed:
         raise ImportError(f"video backend {backend!r} is not installed or fails to import (installed: {installed})")
-    _check_file(path)
     size_kwargs = dict(min_pixels=min_pixels, max_pixels=max_pixels, shortest_edge=shortest_edge,
                        longest_edge=longest_edge)
+    if os.path.isdir(path):
+        if not folder_fps or folder_fps <= 0:
+            raise VideoReadError(f"{path}: a folder, not a video file (a frame folder needs folder_fps)")
+        return _load_frame_folder(path, float(folder_fps), sample, num_frames, fps, max_frames, token_budget,
+                                  size_kwargs, (start, end), resize)
+    _check_file(path)
     names = [backend] if backend is not None else [b for b in DEFAULT_BACKEND_ORDER if b in installed]
     if not names:
         raise VideoReadError(f"{path}: no video backend installed (pip install av, or decord)")
@@ -928,6 +939,44 @@ def load_video(
         finally:
             reader.close()
     raise VideoReadError(f"cannot read video {path}: " + "; ".join(errors))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _natural_key(name: str) -> list:
+    """'frame_10.jpg' after 'frame_9.jpg' (zero-padded names sort the same either way)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _load_frame_folder(path: str, folder_fps: float, sample: str, num_frames: int | None, fps: float | None,
+                       max_frames: int | None, token_budget: int | None, size_kwargs: dict[str, int | None],
+                       clip: tuple[float | None, float | None], resize: bool) -> VideoFrames:
+    """`load_video` for a folder of frame images: frame i is the i-th image in natural name order."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES)), key=_natural_key)
+    if not files:
+        raise VideoReadError(f"{path}: frame folder without image files ({', '.join(IMAGE_SUFFIXES)})")
+
+    def read(name: str) -> np.ndarray:
+        try:
+            with Image.open(os.path.join(path, name)) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as e:
+            raise VideoReadError(f"{os.path.join(path, name)}: unreadable frame image ({e})") from None
+
+    first = read(files[0])
+    meta = _Meta(len(files), folder_fps, len(files) / folder_fps, first.shape[0], first.shape[1])
+    indices, out_hw = _plan(meta, sample, num_frames, fps, max_frames, token_budget, size_kwargs, clip)
+    unique, inverse = np.unique(indices, return_inverse=True)
+    sink = _FrameSink(len(unique), first.shape[:2], out_hw if resize else first.shape[:2])
+    for slot, index in enumerate(unique):
+        sink.put(slot, first if index == 0 else read(files[index]))
+    frames = sink.finish()[inverse]
+    return VideoFrames(frames=frames, timestamps=indices / folder_fps, indices=indices.astype(np.int64),
+                       fps=folder_fps, num_total_frames=len(files), duration=len(files) / folder_fps,
+                       backend="frames", stats={"images_read": len(unique)})
 
 
 def _reason(e: BaseException, path: str) -> str:

@@ -102,8 +102,10 @@ class VideoAnswerer:
         self.device = next(model.parameters()).device
         self.is_vamba = cfg.model.type == "vamba"
 
-    def load_frames(self, path: Path, start: float | None = None, end: float | None = None):
-        """Frames as the eval config samples them, from the window [start, end] seconds when a question has one."""
+    def load_frames(self, path: Path, start: float | None = None, end: float | None = None,
+                    folder_fps: float | None = None):
+        """Frames as the eval config samples them, from the window [start, end] seconds when a question has one;
+        `folder_fps` for a folder of frame images (MVBench's Episodic Reasoning)."""
         from ..data.video import load_video
 
         cfg, vision = self.cfg, self.processor.vision
@@ -119,6 +121,7 @@ class VideoAnswerer:
             max_pixels=cfg.max_pixels or vision.max_pixels,
             start=start,
             end=end,
+            folder_fps=folder_fps,
         ).frames
 
     def encode(self, frames) -> dict[str, Any]:
@@ -308,7 +311,7 @@ def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list,
     encodings: dict[tuple, tuple[Any, str | None]] = {}  # clip window -> (encoding, error)
 
     def encoding(q) -> Any:
-        window = (q.start, q.end)
+        window = (q.start, q.end, q.extra.get("frames_fps"))
         if window not in encodings:
             try:  # ValueError here is a clip window the video cannot give (bounds past its end)
                 encodings[window] = (answerer.encode(answerer.load_frames(path, *window)), None)

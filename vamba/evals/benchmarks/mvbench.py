@@ -9,7 +9,7 @@ Videos: `video/<source folder>/<video>` with the source folder of each task in t
 (`TASK_DIRS`; an unknown task reads `video/<video>`). Bounded tasks: the runner samples the frames only from
 [start, end] (`load_video(start=, end=)`, frames round(start * fps) .. round(end * fps), as MVBench's loader),
 and encodes each window once. Episodic Reasoning points at 3-fps frame folders (1-based frame files):
-`extra["frames_fps"] = 3` marks them; the runner does not read frame folders yet (those questions are errors).
+`extra["frames_fps"] = 3` makes the runner read the folder as a 3-fps video (`load_video(folder_fps=3)`).
 
 Official: MVBench's system prompt, "Question/Options/(A) .." prompt, reply primed with "Best option:("; the first
 token must be the letter. Headline Avg = unweighted mean over the tasks of their accuracies; with the official 200
