@@ -212,8 +212,7 @@ def _mixer_params_loaded(mixer: nn.Module) -> bool:
     Only the mixer's own parameters (A_log, D, dt_bias) tell: transformers initialises and flags child Linear/Conv1d
     modules before it visits the block, so a flag on `in_proj.weight` does not mean the checkpoint held the mixer.
     """
-    own = list(mixer.parameters(recurse=False)) or list(mixer.parameters())
-    return any(getattr(p, "_is_hf_initialized", False) or hasattr(p, "ds_id") for p in own)
+    return any(getattr(p, "_is_hf_initialized", False) or hasattr(p, "ds_id") for p in mixer.parameters(recurse=False))
 
 
 class VambaTextModel(Qwen2VLTextModel):

@@ -19,6 +19,11 @@ ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, VISION_PAD, IMAGE_PAD, VI
 BOS, EOS, PAD = ENDOFTEXT, IM_END, ENDOFTEXT
 
 
+def tiny_vocab_size(tokenizer_length: int) -> int:
+    """Model vocabulary for a tiny tokenizer of this length: at least `VOCAB`, padded to a multiple of 8."""
+    return max(VOCAB, -(-tokenizer_length // 8) * 8)
+
+
 def tiny_qwen2vl_config(**text_overrides: Any) -> Qwen2VLConfig:
     """A 2-layer, width-64 Qwen2-VL with a 1-block vision tower (patch 4, 2x2 merge, temporal patch 2).
 

@@ -29,7 +29,7 @@ from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
 from ..modeling import VambaConfig, VambaForConditionalGeneration
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
-from ..modeling.tiny import VOCAB, tiny_qwen2vl_config
+from ..modeling.tiny import tiny_qwen2vl_config, tiny_vocab_size
 from ..modeling.zero import gathered
 from .config import ModelConfig, TrainConfig
 from .deepspeed import build_deepspeed_config
@@ -75,7 +75,7 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
             raise ValueError("model.path is null and model.tiny is not set: nothing to build")
         tiny = dict(OmegaConf.to_container(cfg.tiny) if OmegaConf.is_config(cfg.tiny) else cfg.tiny)
         if vocab_size is not None and "vocab_size" not in tiny:
-            tiny["vocab_size"] = max(VOCAB, -(-vocab_size // 8) * 8)
+            tiny["vocab_size"] = tiny_vocab_size(vocab_size)
         base = tiny_qwen2vl_config(**tiny)
         base._attn_implementation = cfg.attn_implementation
         if cfg.kind == "qwen2_vl":
