@@ -257,6 +257,32 @@ def test_images_and_videos_share_the_stream(vamba):
         ).logits
     assert out.shape == (1, 9, 272)
     assert (out - swapped).abs().max() > 1e-4  # the image contributes
+    # The release's layout marks both kinds alike; mm_token_type_ids says which marker is which (as the processor
+    # emits it). Same function as the old layout minus the <|image_pad|> text token.
+    release_ids = torch.tensor([[BOS, VISION_START, VISION_END, 5, VISION_START, VISION_END, 6, 7]])
+    types = torch.tensor([[0, 1, 0, 0, 2, 0, 0, 0]])
+    kw = dict(pixel_values=image_pixels, image_grid_thw=image_grid, pixel_values_videos=video_pixels,
+              video_grid_thw=video_grid, use_cache=False)
+    with torch.no_grad():
+        typed = vamba(input_ids=release_ids, mm_token_type_ids=types, **kw).logits
+        flipped = vamba(input_ids=release_ids, mm_token_type_ids=torch.tensor([[0, 2, 0, 0, 1, 0, 0, 0]]), **kw).logits
+    # the types decide which item a marker holds (flipped: video first, so the mixer sees another sequence)
+    assert typed.shape == (1, 8, 272) and (typed - flipped).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="mm_token_type_ids"):
+        vamba(input_ids=release_ids, **kw)
+
+
+def test_release_image_layout_without_types(vamba):
+    """One kind present: markers need no types, and an image reads exactly as in the old layout."""
+    pixels, grid = random_video(vamba.config, frames=2, generator=_seed(3))
+    old = torch.tensor([[BOS, VISION_START, IMAGE_PAD, VISION_END, 5, 6]])
+    new = torch.tensor([[BOS, VISION_START, VISION_END, 5, 6]])
+    with torch.no_grad():
+        a = vamba(input_ids=new, pixel_values=pixels, image_grid_thw=grid, use_cache=False).logits
+        b = vamba(input_ids=new, pixel_values_videos=pixels, video_grid_thw=grid, use_cache=False).logits
+        c = vamba(input_ids=old, pixel_values=pixels, image_grid_thw=grid, use_cache=False).logits
+    assert (a - b).abs().max() < 1e-5  # an image is a video of two equal frames to the vision tower
+    assert (a[0, -1] - c[0, -1]).abs().max() > 1e-6  # the extra <|image_pad|> text token changes the answer
 
 
 # 7. Stage-1 gradients -----------------------------------------------------------------------------------------
@@ -378,31 +404,6 @@ def test_auto_classes_load_vamba(vamba, tmp_path):
     vamba.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), VambaConfig)
     assert isinstance(AutoModelForImageTextToText.from_pretrained(tmp_path), VambaForConditionalGeneration)
-
-
-def test_loads_original_release_layout(vamba, tmp_path):
-    """A checkpoint saved the way the release saved it: flat keys and a flat Qwen2-VL 4.44-style config.json."""
-    import json
-
-    from safetensors.torch import save_file
-
-    renamed = {}
-    for key, value in vamba.state_dict().items():
-        key = key.replace("model.language_model.", "model.").replace("model.visual.", "visual.")
-        renamed[key] = value.contiguous()
-    assert "model.layers.0.vision_mixer.mixer.A_log" in renamed and "model.layers.1.alpha" in renamed
-    save_file(renamed, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    cfg = vamba.config.to_dict()
-    text = cfg.pop("text_config")
-    flat = {**{k: v for k, v in text.items() if k not in ("mixer_config", "mixer_type", "model_type")}, **cfg}
-    flat["model_type"] = "qwen2_vl"
-    flat["vision_mamba_mixer_config"] = {"enable": True, **text["mixer_config"], "use_mem_eff_path": True}
-    (tmp_path / "config.json").write_text(json.dumps(flat))
-    loaded = VambaForConditionalGeneration.from_pretrained(tmp_path).eval()
-    ids, mask, pixels, grid = _video_batch(vamba.config, [(6, 4)], seed=15)
-    kw = dict(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**kw).logits, vamba(**kw).logits)
 
 
 def test_convert_cli_writes_loadable_directory(qwen, tmp_path):

@@ -73,8 +73,19 @@ def test_generation_prompt_and_images(proc):
     assert (out["labels"] == IGNORE_INDEX).all()
     ids = out["input_ids"][0].tolist()
     i = ids.index(VISION_START)
-    assert ids[i : i + 3] == [VISION_START, IMAGE_PAD, VISION_END]
+    # the release's layout: an image is marked like a video, with no <|image_pad|> between the two tokens
+    assert ids[i : i + 2] == [VISION_START, VISION_END] and IMAGE_PAD not in ids
+    assert out["mm_token_type_ids"][0].tolist() == [1 if j == i else 0 for j in range(len(ids))]
     assert out["image_grid_thw"].tolist() == [[1, 4, 4]] and "pixel_values_videos" not in out
+
+
+def test_mixed_images_and_videos_are_typed_in_text_order(proc):
+    content = [{"type": "video", "video": _frames(4)}, {"type": "image", "image": _frames(1)[0]},
+               {"type": "text", "text": "?"}]
+    out = proc([{"role": "user", "content": content}], add_generation_prompt=True)
+    ids, types = out["input_ids"][0], out["mm_token_type_ids"][0]
+    assert types[ids == VISION_START].tolist() == [2, 1]
+    assert int((types != 0).sum()) == 2 and IMAGE_PAD not in ids.tolist()
 
 
 def test_processor_feeds_the_model(proc):

@@ -2,6 +2,7 @@
 
 Commands:
     convert          turn a Qwen2-VL checkpoint directory into a Vamba initialisation
+    export           re-save a Vamba checkpoint in the original release's format (or ours)
     train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba.train ...`)
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
     chat             ask a model about a video
@@ -36,6 +37,22 @@ def _convert(argv: list[str]) -> int:
         use_alpha_balancing=not args.no_alpha_balancing,
     )
     print(f"wrote Vamba checkpoint to {out}")
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vamba export", description="Re-save a Vamba checkpoint (ours or the release's) in a chosen format."
+    )
+    parser.add_argument("--model", required=True, help="Vamba checkpoint directory (our format or the release's)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--format", choices=["release", "vamba"], default="release",
+                        help="release: flat config.json the original release's code reads as saved; vamba: ours")
+    args = parser.parse_args(argv)
+    from .modeling.convert import export_checkpoint
+
+    out = export_checkpoint(args.model, args.out, format=args.format)
+    print(f"wrote {args.format}-format Vamba checkpoint to {out}")
     return 0
 
 
@@ -104,6 +121,7 @@ def _distill_teacher(argv: list[str]) -> int:
 
 COMMANDS = {
     "convert": _convert,
+    "export": _export,
     "train": _train,
     "eval": _eval,
     "chat": _chat,

@@ -63,7 +63,7 @@ def collate_padded(samples: Sequence[dict[str, torch.Tensor] | None], pad_token_
     ids = torch.full((len(samples), width), pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
     mask = torch.zeros_like(ids)
-    types = torch.zeros_like(ids) if "mm_token_type_ids" in samples[0] else None  # Qwen2-VL layout only
+    types = torch.zeros_like(ids) if "mm_token_type_ids" in samples[0] else None
     for i, s in enumerate(samples):
         n = s["input_ids"].shape[-1]
         ids[i, :n], labels[i, :n], mask[i, :n] = s["input_ids"][0], s["labels"][0], 1
@@ -93,7 +93,7 @@ def collate_packed(
     samples = [s for s in samples if s is not None]
     if not samples:
         return {}
-    if "mm_token_type_ids" in samples[0]:
+    if any(_inline_layout(s) for s in samples):
         raise ValueError("packing is for Vamba's layout; Qwen2-VL's inline layout trains with padded batches")
     sizes = [(s["input_ids"].shape[-1], int(s.get("visual_tokens", 0))) for s in samples]
     rows = pack_indices(sizes, max_text_tokens, max_visual_tokens)
@@ -101,6 +101,7 @@ def collate_packed(
     ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE_INDEX)
     positions = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
     ordered = []
     for r, row in enumerate(rows):
         offset = 0
@@ -108,10 +109,22 @@ def collate_packed(
             n = sizes[i][0]
             ids[r, offset : offset + n] = samples[i]["input_ids"][0]
             labels[r, offset : offset + n] = samples[i]["labels"][0]
+            if "mm_token_type_ids" in samples[i]:
+                types[r, offset : offset + n] = samples[i]["mm_token_type_ids"][0]
             positions[r, offset : offset + n] = torch.arange(n)
             offset += n
             ordered.append(samples[i])
         positions[r, offset:] = torch.arange(width - offset)  # padding forms its own trailing sample
-    out = {"input_ids": ids, "position_ids": positions, "labels": labels}
+    out = {"input_ids": ids, "position_ids": positions, "labels": labels, "mm_token_type_ids": types}
     _cat_pixels(ordered, out)
     return out
+
+
+def _inline_layout(sample: dict[str, torch.Tensor]) -> bool:
+    """Whether a sample is in Qwen2-VL's inline layout (typed visual tokens) rather than Vamba's (one typed marker
+    token per visual item)."""
+    types = sample.get("mm_token_type_ids")
+    if types is None:
+        return False
+    items = sum(len(sample[grid]) for _, grid in PIXEL_KEYS if grid in sample)
+    return int((types != 0).sum()) > items

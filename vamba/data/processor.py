@@ -1,8 +1,10 @@
 """Turn chat messages with images and videos into Vamba model inputs (DESIGN.md section 2, "Two streams").
 
-Text: Qwen's ChatML, with each visual item reduced to a marker — `<|vision_start|><|vision_end|>` for a video,
-`<|vision_start|><|image_pad|><|vision_end|>` for an image — because Vamba keeps the visual tokens in a stream of
-their own. Labels train only on assistant turns (their text and closing `<|im_end|>`); everything else is -100.
+Text: Qwen's ChatML, with each visual item reduced to the marker `<|vision_start|><|vision_end|>`, images and
+videos alike, exactly as the original release writes its prompts (Vamba keeps the visual tokens in a stream of their
+own). `mm_token_type_ids` says which kind each marker is (1 image, 2 video at its `<|vision_start|>`), so batches
+that mix images and videos stay unambiguous. Labels train only on assistant turns (their text and closing
+`<|im_end|>`); everything else is -100.
 
 Pixels: exactly Qwen2-VL's layout (`pixel_values_videos` (patches, C*tp*p*p) with `video_grid_thw`, same for
 images), so the stock vision tower reads them. transformers' Qwen2-VL *video* processor needs torchvision, which
@@ -40,8 +42,9 @@ QWEN_SPECIAL_TOKENS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
-VIDEO_MARKER = "<|vision_start|><|vision_end|>"
-IMAGE_MARKER = "<|vision_start|><|image_pad|><|vision_end|>"
+# The release marks an image like a video: no <|image_pad|> between the two tokens (its models never saw one there).
+VISION_MARKER = "<|vision_start|><|vision_end|>"
+MM_TYPES = {"image": 1, "video": 2}
 
 
 @dataclass
@@ -274,7 +277,7 @@ class VambaProcessor:
                 if kind == "text":
                     yield item["text"], trainable, None
                 elif kind in ("video", "image"):
-                    yield (VIDEO_MARKER if kind == "video" else IMAGE_MARKER), False, (kind, item[kind])
+                    yield VISION_MARKER, False, (kind, item[kind])
                 else:
                     raise ValueError(f"content item type must be text/image/video, got {kind!r}")
             yield "<|im_end|>", trainable, None
@@ -295,8 +298,10 @@ class VambaProcessor:
         """Process one conversation.
 
         Returns:
-            input_ids, attention_mask, labels: (1, N) long; plus `pixel_values_videos` (patches, C*tp*p*p) and
-            `video_grid_thw` (videos, 3) when there are videos, `pixel_values`/`image_grid_thw` for images.
+            input_ids, attention_mask, labels, mm_token_type_ids: (1, N) long; plus `pixel_values_videos`
+            (patches, C*tp*p*p) and `video_grid_thw` (videos, 3) when there are videos, `pixel_values` /
+            `image_grid_thw` for images. `mm_token_type_ids` is 1/2 at each marker's `<|vision_start|>` (Vamba
+            layout) or on every inline visual token (Qwen2-VL layout), 0 elsewhere.
 
         Raises:
             ValueError: a conversation with no assistant text to train on (when `add_generation_prompt` is False
@@ -317,9 +322,9 @@ class VambaProcessor:
                 if self.layout == "qwen2_vl":  # <|vision_start|> + one pad token per visual token + <|vision_end|>
                     n = int(grid.prod()) // merge
                     piece = [piece[0]] + [self.pad_ids[kind]] * n + [piece[-1]]
-                    types += [0] + [1 if kind == "image" else 2] * n + [0]
+                    types += [0] + [MM_TYPES[kind]] * n + [0]
                 else:
-                    types += [0] * len(piece)
+                    types += [MM_TYPES[kind]] + [0] * (len(piece) - 1)
             else:
                 types += [0] * len(piece)
             ids += piece
@@ -330,9 +335,8 @@ class VambaProcessor:
             "input_ids": torch.tensor([ids]),
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
             "labels": torch.tensor([labels]),
+            "mm_token_type_ids": torch.tensor([types]),
         }
-        if self.layout == "qwen2_vl":
-            out["mm_token_type_ids"] = torch.tensor([types])
         for kind, pixels_key, grid_key in (("video", "pixel_values_videos", "video_grid_thw"),
                                            ("image", "pixel_values", "image_grid_thw")):
             if visuals[kind]:

@@ -1,9 +1,9 @@
 """Vamba configuration: a Qwen2-VL config plus the fields Vamba adds (DESIGN.md section 2).
 
 The Vamba fields live on the *text* config because they describe the decoder layers, which only see the
-text config. `VambaConfig` still accepts them as flat keyword arguments (and reads flat `config.json` files
-written by the original release, whose Vamba fields sit at the top level next to the Qwen2-VL fields):
-`Qwen2VLConfig.__post_init__` routes every flat keyword that is a text-config field into `text_config`.
+text config. `VambaConfig` still accepts them as flat keyword arguments: `Qwen2VLConfig.__post_init__` routes every
+flat keyword that is a text-config field into `text_config`. `from_pretrained` / `from_dict` also read the original
+release's flat `config.json` and stock Qwen2-VL configs (`vamba.modeling.release_format`).
 """
 
 from __future__ import annotations
@@ -18,26 +18,23 @@ from transformers.models.qwen2_vl.configuration_qwen2_vl import (
     Qwen2VLVisionConfig,
 )
 
+from .release_format import RELEASE_MIXER_DEFAULTS, config_format, release_to_vamba_dict
+
 MIXER_TYPES = ("mamba2", "mamba1", "none")
 CROSS_ATTN_INITS = ("self_attn", "random")
 
-# Release defaults of the Mamba-2 mixer (DESIGN.md section 2), in mamba_ssm's argument names.
+# Mamba-2 mixer settings we implement, in mamba_ssm's argument names, with the release's defaults (DESIGN.md
+# section 2). `rescale_prenorm_residual` and `conv_init` only shape the initialisation; the rest is the function.
+_MAMBA2_KEYS = ("d_state", "d_conv", "expand", "headdim", "ngroups", "chunk_size", "A_init_range", "dt_min", "dt_max",
+                "dt_init_floor", "dt_limit", "bias", "conv_bias", "conv_init", "D_has_hdim", "rescale_prenorm_residual")
 MAMBA2_DEFAULTS: dict[str, Any] = {
-    "d_state": 128,
-    "d_conv": 4,
-    "expand": 2,
-    "headdim": 64,
-    "ngroups": 1,
-    "chunk_size": 256,
-    "A_init_range": [1.0, 16.0],
-    "dt_min": 0.001,
-    "dt_max": 0.1,
-    "dt_init_floor": 1e-4,
-    "norm_eps": 1e-5,
+    **{k: RELEASE_MIXER_DEFAULTS[k] for k in _MAMBA2_KEYS},
+    "A_init_range": [float(v) for v in RELEASE_MIXER_DEFAULTS["A_init_range"]],
+    "norm_eps": 1e-5,  # the gated and block RMSNorms' epsilon (fixed at 1e-5 in the release)
 }
 MAMBA1_DEFAULTS: dict[str, Any] = {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto"}
 
-# Keys the original release (or transformers' Mamba2Config) may carry that mean the same as ours.
+# Keys transformers' Mamba2Config uses for the same settings.
 _MIXER_KEY_ALIASES = {
     "state_size": "d_state",
     "conv_kernel": "d_conv",
@@ -46,22 +43,38 @@ _MIXER_KEY_ALIASES = {
     "time_step_min": "dt_min",
     "time_step_max": "dt_max",
     "time_step_floor": "dt_init_floor",
+    "time_step_limit": "dt_limit",
     "layer_norm_epsilon": "norm_eps",
+    "use_bias": "bias",
+    "use_conv_bias": "conv_bias",
 }
-# Release keys that describe kernels, sizes taken from the text config, or training tricks: not model math.
-_MIXER_KEYS_IGNORED = {
-    "enable", "d_model", "hidden_size", "use_mem_eff_path", "rmsnorm", "norm_before_gate", "bias", "conv_bias",
-    "residual_in_fp32", "fused_add_norm", "rescale_prenorm_residual", "n_layer", "num_hidden_layers", "layer_idx",
-    "process_group", "sequence_parallel", "dt_limit", "learnable_init_states", "activation", "D_has_hdim",
-    "conv_init", "d_ssm", "dtype", "device",
+# Settings of mamba_ssm's Mamba2 (and of the release's mixer config) that we implement with one value only: any
+# other value would change the function, so it is rejected rather than ignored.
+_MIXER_FIXED = {
+    "norm_type": ("rmsnorm",),
+    "rmsnorm": (True,),
+    "norm_before_gate": (False,),
+    "residual_in_fp32": (False,),
+    "d_ssm": (None,),
+    "process_group": (None,),
+    "learnable_init_states": (False,),
+    "activation": ("silu", "swish"),
 }
+# Kernel and sharding switches that do not change the function (accepted and ignored), and bookkeeping keys.
+_MIXER_IGNORED = {"use_mem_eff_path", "sequence_parallel", "model_type", "enable", "hidden_dim", "d_model", "layer_idx"}
 
 
-def normalize_mixer_config(mixer_type: str, mixer_config: dict[str, Any] | None) -> dict[str, Any]:
+def normalize_mixer_config(
+    mixer_type: str, mixer_config: dict[str, Any] | None, hidden_size: int | None = None
+) -> dict[str, Any]:
     """Merge user/release mixer hyper-parameters over the defaults of `mixer_type`, in our key names.
 
+    Release keys (`vision_mamba_mixer_config`) are accepted: each is honoured, or rejected when it holds a value we
+    do not implement (`_MIXER_FIXED`); kernel and sharding switches are ignored (`_MIXER_IGNORED`). `hidden_dim`
+    must equal the model's `hidden_size` when both are known.
+
     Raises:
-        ValueError: if a key is unknown for this mixer, naming the key.
+        ValueError: naming the key, its value and what is supported.
     """
     if mixer_type == "none":
         return {}  # no mixer: nothing to configure (a config may still carry another mixer's settings)
@@ -69,14 +82,26 @@ def normalize_mixer_config(mixer_type: str, mixer_config: dict[str, Any] | None)
     out = dict(defaults)
     for key, value in (mixer_config or {}).items():
         key = _MIXER_KEY_ALIASES.get(key, key)
-        if key in _MIXER_KEYS_IGNORED or value is None:  # None = unset, so a YAML override can drop a key
+        if key in ("hidden_dim", "d_model") and hidden_size is not None and value not in (None, hidden_size):
+            raise ValueError(f"mixer_config: {key}={value} but the model's hidden_size is {hidden_size}")
+        if key in _MIXER_FIXED:
+            if value not in _MIXER_FIXED[key] and not (key == "d_ssm" and value == _d_inner(out, hidden_size)):
+                raise ValueError(
+                    f"mixer_config: {key}={value!r} is not supported (supported: {_MIXER_FIXED[key][0]!r})"
+                )
+            continue
+        if key in _MIXER_IGNORED or value is None:  # None = unset (the default), so a YAML override can drop a key
             continue
         if key not in defaults:
             raise ValueError(
                 f"mixer_config: unknown key {key!r} for mixer_type={mixer_type!r}; known keys: {sorted(defaults)}"
             )
-        out[key] = list(value) if isinstance(value, tuple) else value
+        out[key] = [float(v) for v in value] if key in ("dt_limit", "A_init_range") else value
     return out
+
+
+def _d_inner(mixer: dict[str, Any], hidden_size: int | None) -> int | None:
+    return None if hidden_size is None else int(mixer.get("expand", 2)) * hidden_size
 
 
 @strict
@@ -112,17 +137,17 @@ class VambaTextConfig(Qwen2VLTextConfig):
         release = self.vision_mamba_mixer_config
         if release is not None:
             release = dict(release)
-            if not release.get("enable", True):
-                self.mixer_type = "none"
             self.mixer_config = {**release, **(self.mixer_config or {})}
             self.vision_mamba_mixer_config = None
+            if not release.get("enable", False):  # the release's default: no mixer
+                self.mixer_type = "none"
         if self.mixer_type not in MIXER_TYPES:
             raise ValueError(f"mixer_type must be one of {MIXER_TYPES}, got {self.mixer_type!r}")
         if self.cross_attn_init not in CROSS_ATTN_INITS:
             raise ValueError(f"cross_attn_init must be one of {CROSS_ATTN_INITS}, got {self.cross_attn_init!r}")
         if not (self.distill_coeff >= 0 and math.isfinite(self.distill_coeff)):
             raise ValueError(f"distill_coeff must be a finite number >= 0, got {self.distill_coeff!r}")
-        self.mixer_config = normalize_mixer_config(self.mixer_type, self.mixer_config)
+        self.mixer_config = normalize_mixer_config(self.mixer_type, self.mixer_config, self.hidden_size)
         super().__post_init__(**kwargs)
 
 
@@ -151,6 +176,22 @@ class VambaConfig(Qwen2VLConfig):
         elif isinstance(self.text_config, Qwen2VLTextConfig) and not isinstance(self.text_config, VambaTextConfig):
             self.text_config = VambaTextConfig(**self.text_config.to_dict())
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Read `config.json` in any of the three formats (ours, the release's, stock Qwen2-VL) as ours."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        source = f"{pretrained_model_name_or_path}/config.json"
+        if config_format(config_dict, source) != "vamba":
+            config_dict = release_to_vamba_dict(config_dict)
+        return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """Build from a config dict in any of the three formats (see `vamba.modeling.release_format`)."""
+        if config_format(config_dict) != "vamba":
+            config_dict = release_to_vamba_dict(config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_qwen2vl_config(cls, base: Qwen2VLConfig, **vamba_fields: Any) -> VambaConfig:

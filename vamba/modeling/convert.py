@@ -15,7 +15,8 @@ import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .configuration_vamba import VambaConfig
-from .modeling_vamba import VambaForConditionalGeneration
+from .modeling_vamba import VambaForConditionalGeneration, _is_new_layer
+from .release_format import vamba_to_release_dict, write_release_config
 from .zero import gathered
 
 # Files a Qwen2-VL directory carries besides weights and config, which a converted model needs unchanged.
@@ -64,15 +65,14 @@ def from_qwen2vl(
     if isinstance(model_or_path, (str, Path)):
         base_config = Qwen2VLConfig.from_pretrained(model_or_path)
         config = VambaConfig.from_qwen2vl_config(base_config, **vamba_overrides)
-        model = VambaForConditionalGeneration.from_pretrained(model_or_path, config=config)
+        model = VambaForConditionalGeneration.from_pretrained(model_or_path, config=config, new_layers=True)
     else:
         base = model_or_path
         config = VambaConfig.from_qwen2vl_config(base.config, **vamba_overrides)
         param = next(base.parameters())
         model = VambaForConditionalGeneration(config).to(device=param.device, dtype=param.dtype)
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-        new = ("cross_attn.", "vision_mixer.", ".alpha")
-        if unexpected or any(not any(tag in k for tag in new) for k in missing):
+        if unexpected or any(not _is_new_layer(k) for k in missing):
             raise ValueError(
                 f"Qwen2-VL state dict does not fit Vamba: unexpected {unexpected[:5]}, missing {missing[:5]}"
             )
@@ -95,4 +95,30 @@ def convert_checkpoint(base: str | Path, out: str | Path, **vamba_overrides: Any
     for name in PROCESSOR_FILES:
         if (base / name).is_file():
             shutil.copy2(base / name, out / name)
+    return out
+
+
+EXPORT_FORMATS = ("vamba", "release")
+
+
+def export_checkpoint(src: str | Path, out: str | Path, format: str = "release") -> Path:
+    """`vamba export`: re-save a Vamba checkpoint directory (any format we read) in `format`.
+
+    "release" writes what the original release's `save_pretrained` writes: weights under the same names (ours
+    already are), a flat `config.json` in its layout (`vamba.modeling.release_format`); "vamba" writes ours.
+    Tokenizer and processor files are copied.
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+    src, out = Path(src), Path(out)
+    model = VambaForConditionalGeneration.from_pretrained(src)
+    if format == "release":
+        vamba_to_release_dict(model.config)  # fail on a config the release cannot express, before writing anything
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if format == "release":
+        write_release_config(model.config, out)
+    for name in PROCESSOR_FILES:
+        if (src / name).is_file() and not (out / name).is_file():
+            shutil.copy2(src / name, out / name)
     return out

@@ -253,6 +253,8 @@ class Mamba2Mixer(nn.Module):
         dt_limit: tuple[float, float] = _NO_DT_LIMIT,
         bias: bool = False,
         conv_bias: bool = True,
+        conv_init: float | None = None,
+        D_has_hdim: bool = False,
         norm_eps: float = 1e-5,
         layer_idx: int | None = None,
         use_kernels: bool = True,
@@ -263,6 +265,8 @@ class Mamba2Mixer(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.d_model = d_model
+        self.conv_init = conv_init
+        self.D_has_hdim = D_has_hdim
         self.d_state = d_state
         self.d_conv = d_conv
         self.expand = expand
@@ -292,7 +296,8 @@ class Mamba2Mixer(nn.Module):
         )
         self.dt_bias = nn.Parameter(torch.empty(self.nheads, **factory))
         self.A_log = nn.Parameter(torch.empty(self.nheads, **factory))
-        self.D = nn.Parameter(torch.empty(self.nheads, **factory))
+        # D per head, or per channel (D_has_hdim, viewed as (nheads, headdim)), as mamba_ssm stores it.
+        self.D = nn.Parameter(torch.empty(self.d_inner if D_has_hdim else self.nheads, **factory))
         # Optimizers built like mamba_ssm's skip weight decay on these (decaying A_log or dt_bias towards 0
         # would pull every head to the same time scale).
         for p in (self.dt_bias, self.A_log, self.D):
@@ -301,21 +306,30 @@ class Mamba2Mixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
         self.out_proj_scale = out_proj_scale
         # Children initialised themselves (PyTorch defaults = mamba_ssm's); under DeepSpeed's zero.Init they are
-        # already partitioned here, so only this module's own parameters are set, plus the gathered rescale.
+        # already partitioned here, so only this module's own parameters are set, plus the gathered rescales.
+        self._init_conv()
         self._init_ssm_parameters()
         self._scale_out_proj()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """mamba_ssm's Mamba2 init: default Linear/Conv1d init, A ~ U[A_init_range] (stored as log),
-        dt ~ log-U[dt_min, dt_max] floored (stored as inverse-softplus bias), D = 1, norm weight = 1, and
-        out_proj scaled by `out_proj_scale` (GPT-2's 1/sqrt(n_layers) for residual branches)."""
+        """mamba_ssm's Mamba2 init: default Linear/Conv1d init (conv weight ~ U(+-conv_init) when set),
+        A ~ U[A_init_range] (stored as log), dt ~ log-U[dt_min, dt_max] floored (stored as inverse-softplus bias),
+        D = 1, norm weight = 1, and out_proj scaled by `out_proj_scale` (GPT-2's 1/sqrt(n_layers) for residual
+        branches)."""
         self.in_proj.reset_parameters()
         self.conv1d.reset_parameters()
         self.out_proj.reset_parameters()
         self.norm.reset_parameters()
+        self._init_conv()
         self._init_ssm_parameters()
         self._scale_out_proj()
+
+    @torch.no_grad()
+    def _init_conv(self) -> None:
+        if self.conv_init is not None:
+            with gathered([self.conv1d.weight]):
+                nn.init.uniform_(self.conv1d.weight, -self.conv_init, self.conv_init)
 
     @torch.no_grad()
     def _scale_out_proj(self) -> None:
@@ -375,6 +389,10 @@ class Mamba2Mixer(nn.Module):
             out[:, sl] = y
         return out
 
+    def _D(self) -> torch.Tensor:
+        """The skip D as the scan takes it: (h,) or, with D_has_hdim, (h, p)."""
+        return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+
     def _A(self) -> torch.Tensor:
         """(h,) negative decay rates; exp in float32 at least: in half precision exp(A_log) rounds badly."""
         return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
@@ -410,8 +428,8 @@ class Mamba2Mixer(nn.Module):
         # the conv output is freed before the norm allocates its own temporaries.
         del conv_out
         result = ssd_chunk_scan(
-            x, dt, A, B, C, self.chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit,
-            seq_idx=seq_idx, initial_states=state.ssm_state if state is not None else None,
+            x, dt, A, B, C, self.chunk_size, D=self._D(), dt_bias=self.dt_bias, dt_softplus=True,
+            dt_limit=self.dt_limit, seq_idx=seq_idx, initial_states=state.ssm_state if state is not None else None,
             return_final_states=state is not None,
         )
         del x, B, C, dt
@@ -440,7 +458,7 @@ class Mamba2Mixer(nn.Module):
         if state is None:
             # One fused kernel for split + conv + scan + gated norm + out_proj (memory-efficient backward).
             return kernels.mamba_split_conv1d_scan_combined(
-                zxbcdt, conv_weight, self.conv1d.bias, self.dt_bias, A, D=self.D, chunk_size=self.chunk_size,
+                zxbcdt, conv_weight, self.conv1d.bias, self.dt_bias, A, D=self._D(), chunk_size=self.chunk_size,
                 seq_idx=seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None, activation="silu",
                 rmsnorm_weight=self.norm.weight, rmsnorm_eps=self.norm.eps,
                 outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias, headdim=self.headdim,
@@ -475,7 +493,7 @@ class Mamba2Mixer(nn.Module):
             xBC = F.silu(conv_out).transpose(1, 2)
         x, B, C = self._scan_inputs(xBC)
         y, ssm_state = kernels.mamba_chunk_scan_combined(
-            x, dt, A, B, C, chunk_size=self.chunk_size, D=self.D, z=None, dt_bias=self.dt_bias, dt_softplus=True,
+            x, dt, A, B, C, chunk_size=self.chunk_size, D=self._D(), z=None, dt_bias=self.dt_bias, dt_softplus=True,
             seq_idx=seq_idx, initial_states=state.ssm_state, return_final_states=True, **dt_limit_kwargs,
         )
         state.conv_state.copy_(conv_state.detach())

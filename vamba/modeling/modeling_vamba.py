@@ -106,15 +106,17 @@ class VisionMixerBlock(nn.Module):
 
     def __init__(self, config: VambaTextConfig, layer_idx: int):
         super().__init__()
-        eps = config.mixer_config.get("norm_eps", 1e-5)
-        self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=eps)
-        # GPT-2 style 1/sqrt(n_layers) scaling of the residual branch's output projection (as the release).
+        settings = dict(config.mixer_config)
+        self.norm = Qwen2VLRMSNorm(config.hidden_size, eps=settings.get("norm_eps", 1e-5))
+        # GPT-2 style 1/sqrt(n_layers) scaling of the residual branch's output projection (the release's
+        # rescale_prenorm_residual, on by default).
+        rescale = settings.pop("rescale_prenorm_residual", True)
         self.mixer = build_mixer(
             config.mixer_type,
             config.hidden_size,
             layer_idx=layer_idx,
-            out_proj_scale=config.num_hidden_layers**-0.5,
-            **config.mixer_config,
+            out_proj_scale=config.num_hidden_layers**-0.5 if rescale else 1.0,
+            **settings,
         )
 
     def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None, state=None) -> torch.Tensor:
@@ -176,7 +178,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         if cross is None:
             hidden_states = residual + self_out
         else:
-            video_kv = self._video_kv(video_states, cross)
+            video_kv, video_states = self._video_kv(video_states, cross, update_video)
             cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope)
             # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
             a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
@@ -186,24 +188,51 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
 
         residual = hidden_states
         hidden_states = residual + self.mlp(self.post_attention_layernorm(hidden_states))
-
-        if video_states is not None and self.vision_mixer is not None and update_video:
-            video_states = self.vision_mixer(video_states, seq_idx=cross.seq_idx if cross is not None else None)
         return hidden_states, video_states
 
+    def video_step(
+        self,
+        video_states: torch.Tensor,
+        key_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        seq_idx: torch.Tensor | None = None,
+        state=None,
+        update: bool = True,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The layer's video half: cross-attention keys/values of V and V' = V + Mixer(RMSNorm(V)).
+
+        video_states: (B, M, d). With `cross_attn_use_layer_norm` the release replaces V by RMSNorm_in(V) for the
+        rest of the layer: the keys/values, the mixer block and its residual all read the normed stream.
+        `state`: a `Mamba2State` to continue from (streaming prefill); `update=False` skips the mixer (last layer).
+
+        Returns: ((k, v) each (B, kv_heads, M, head_dim), V' (B, M, d)).
+        """
+        if self.cross_attn_use_layer_norm:
+            video_states = self.input_layernorm(video_states)
+        kv = self.cross_attn.project_video(video_states, key_rope)
+        if update and self.vision_mixer is not None:
+            video_states = self.vision_mixer(video_states, seq_idx=seq_idx, state=state)
+        return kv, video_states
+
     def _video_kv(
-        self, video_states: torch.Tensor | None, cross: CrossAttentionContext
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project V to keys/values at prefill (storing them in the cache), or read them back when decoding."""
+        self, video_states: torch.Tensor | None, cross: CrossAttentionContext, update: bool
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """Prefill: the video step (keys/values stored in the cache); decoding: the cached keys/values."""
         if video_states is None:
             if cross.cache is None or self.layer_idx not in cross.cache.video_kv:
                 raise ValueError(f"layer {self.layer_idx}: no video states and no cached video keys/values")
-            return cross.cache.video_kv[self.layer_idx]
-        kv_in = self.input_layernorm(video_states) if self.cross_attn_use_layer_norm else video_states
-        kv = self.cross_attn.project_video(kv_in, cross.key_rope)
+            return cross.cache.video_kv[self.layer_idx], None
+        kv, video_states = self.video_step(video_states, cross.key_rope, cross.seq_idx, update=update)
         if cross.cache is not None:
             cross.cache.video_kv[self.layer_idx] = kv
-        return kv
+        return kv, video_states
+
+
+_NEW_LAYER_TAGS = ("cross_attn.", "vision_mixer.", ".alpha")
+
+
+def _is_new_layer(name: str) -> bool:
+    """Whether a parameter belongs to a layer Vamba adds to Qwen2-VL (absent from a Qwen2-VL checkpoint)."""
+    return any(tag in name for tag in _NEW_LAYER_TAGS)
 
 
 def _mixer_params_loaded(mixer: nn.Module) -> bool:
@@ -390,12 +419,13 @@ class VambaModel(Qwen2VLModel):
         language model (the paper's token-reduction variant uses 0.5 at inference).
 
         Args:
-            input_ids: (B, N) chat text; each visual item appears as `<|vision_start|>` (then `<|image_pad|>` for
-                an image, anything else for a video), never as inline visual tokens.
+            input_ids: (B, N) chat text; each visual item appears only as its marker `<|vision_start|><|vision_end|>`
+                (the release's layout, images and videos alike), never as inline visual tokens.
+            mm_token_type_ids: (B, N) 1 (image) or 2 (video) at each `<|vision_start|>`, 0 elsewhere; needed only
+                when a batch holds both images and videos (see `_marker_kinds`).
             pixel_values / pixel_values_videos: (patches, C*tp*p*p) as produced by Qwen2-VL's processors.
             image_grid_thw / video_grid_thw: (items, 3) patch grid of each item, in the order items appear.
         """
-        del mm_token_type_ids  # Qwen2-VL's inline-token bookkeeping; Vamba has none.
         if mm_encoder_outputs:
             raise ValueError("Vamba encodes images/videos itself at prefill; pass pixel values, not mm_encoder_outputs")
         video = None
@@ -410,7 +440,8 @@ class VambaModel(Qwen2VLModel):
                 raise ValueError(f"video_token_keep must be in (0, 1], got {video_token_keep}")
             if video_token_keep is not None and video_token_keep < 1:
                 items = {k: [it.keep_fraction(video_token_keep) for it in v] for k, v in items.items()}
-            video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values)
+            video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values,
+                                       mm_token_type_ids)
         elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
             n_markers = int((input_ids == self.config.vision_start_token_id).sum())
             if n_markers:
@@ -526,6 +557,7 @@ class VambaModel(Qwen2VLModel):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         cache: VambaCache | None,
+        mm_token_type_ids: torch.Tensor | None = None,
     ) -> VideoStream:
         """Give each `<|vision_start|>` marker the next item of its kind, row by row, in text order."""
         batch, length = input_ids.shape
@@ -534,18 +566,14 @@ class VambaModel(Qwen2VLModel):
         packed = attention_mask is None and (cache is None or cache.get_seq_length() == 0)
         text_sample = packed_sample_index(position_ids if packed else None, batch, length, input_ids.device)
         is_marker = input_ids == self.config.vision_start_token_id
-        next_tok = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-1)
-        kinds = torch.where(next_tok == self.config.image_token_id, 1, 2)
+        kinds = self._marker_kinds(input_ids, is_marker, mm_token_type_ids, len(items["image"]), len(items["video"]))
         queues = {"image": list(items["image"]), "video": list(items["video"])}
-        n_markers = {
-            "image": int((is_marker & (kinds == 1)).sum()),
-            "video": int((is_marker & (kinds == 2)).sum()),
-        }
+        n_markers = {"image": int((kinds == 1).sum()), "video": int((kinds == 2).sum())}
         for kind, queue in queues.items():
             if n_markers[kind] != len(queue):
                 raise ValueError(
-                    f"input_ids hold {n_markers[kind]} {kind} marker(s) (<|vision_start|>"
-                    f"{'<|image_pad|>' if kind == 'image' else ''}) but {len(queue)} {kind}(s) were given"
+                    f"input_ids hold {n_markers[kind]} {kind} marker(s) (<|vision_start|><|vision_end|>) but "
+                    f"{len(queue)} {kind}(s) were given"
                 )
         rows = []
         for b in range(batch):
@@ -555,6 +583,38 @@ class VambaModel(Qwen2VLModel):
             rows.append([(s, queues["image" if k == 1 else "video"].pop(0)) for s, k in zip(row_samples, row_kinds)])
         dtype = self.language_model.embed_tokens.weight.dtype
         return assemble_video_stream(rows, self.config.text_config.hidden_size, dtype, input_ids.device)
+
+    def _marker_kinds(
+        self, input_ids: torch.Tensor, is_marker: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
+        n_images: int, n_videos: int,
+    ) -> torch.Tensor:
+        """(B, N): 1 (image) or 2 (video) at each `<|vision_start|>` marker, 0 elsewhere.
+
+        The release marks images and videos alike, so a marker's kind comes from `mm_token_type_ids` when given,
+        else from the single kind of items present. Our earlier image layout (`<|vision_start|><|image_pad|>
+        <|vision_end|>`) still reads as an image, so checkpoints and data made with it keep working.
+        """
+        if mm_token_type_ids is not None:
+            kinds = torch.where(is_marker, mm_token_type_ids.to(input_ids.device), 0)
+            if bool((is_marker & (kinds != 1) & (kinds != 2)).any()):
+                raise ValueError("mm_token_type_ids must be 1 (image) or 2 (video) at every <|vision_start|> marker")
+            return kinds
+        next_tok = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-1)
+        old_image = is_marker & (next_tok == self.config.image_token_id)
+        kinds = torch.where(old_image, 1, 0)
+        rest = is_marker & ~old_image
+        if bool(rest.any()):
+            if n_images == int(old_image.sum()):
+                kinds = torch.where(rest, 2, kinds)
+            elif n_videos == 0:
+                kinds = torch.where(rest, 1, kinds)
+            else:
+                raise ValueError(
+                    "input_ids mark images and videos alike (<|vision_start|><|vision_end|>, the release layout) and "
+                    "both were given: pass mm_token_type_ids (1 for an image, 2 for a video at each "
+                    "<|vision_start|>), as VambaProcessor does"
+                )
+        return kinds
 
 
 class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
@@ -568,6 +628,26 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         self.model = VambaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, new_layers: bool = False, **kwargs):
+        """transformers' `from_pretrained`, reading our, the release's and stock Qwen2-VL configs (`VambaConfig`),
+        but strict: a weight the checkpoint lacks or does not fit is an error, never a randomly initialised layer.
+
+        `new_layers=True` (used by `from_qwen2vl`) allows exactly the layers Vamba adds to be missing.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(k for k in info["missing_keys"] if not (new_layers and _is_new_layer(k)))
+        problems = {"missing": missing, "unexpected": sorted(info["unexpected_keys"]),
+                    "mismatched": sorted(str(m) for m in info["mismatched_keys"])}
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            detail = "; ".join(f"{k} ({len(v)}): {v[:6]}" for k, v in problems.items())
+            hint = " (a stock Qwen2-VL checkpoint? convert it first: `vamba convert`)" if missing else ""
+            raise ValueError(f"{where}: weights do not match the model{hint}: {detail}")
+        return (model, info) if want_info else model
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         # Text-only positions: the video is not in the text, so no M-RoPE rows or rope deltas are needed.
@@ -613,12 +693,13 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         if n_images + n_videos == 0:
             raise ValueError("encode_video needs pixel_values_videos/video_grid_thw or pixel_values/image_grid_thw")
         cfg = self.config
-        ids = [cfg.vision_start_token_id, cfg.image_token_id, cfg.vision_end_token_id] * n_images
-        ids += [cfg.vision_start_token_id, cfg.vision_end_token_id] * n_videos
+        ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * (n_images + n_videos)
+        types = [1, 0] * n_images + [2, 0] * n_videos  # images first, as the items are passed
         device = self.model.visual.get_device()
         cache = VambaCache(config=cfg.get_text_config(decoder=True))
         self.model(
             input_ids=torch.tensor([ids], device=device),
+            mm_token_type_ids=torch.tensor([types], device=device),
             pixel_values=pixel_values,
             image_grid_thw=image_grid_thw,
             pixel_values_videos=pixel_values_videos,
@@ -680,8 +761,7 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 key_rope = lm.rotary_emb(v, pos[:, None, :])
             n = v.shape[1]
             for i, layer in enumerate(layers):
-                kv_in = layer.input_layernorm(v) if layer.cross_attn_use_layer_norm else v
-                k, val = layer.cross_attn.project_video(kv_in, key_rope)
+                (k, val), v = layer.video_step(v, key_rope, state=states[i], update=i < len(layers) - 1)
                 if kv_bufs[i] is None:
                     kv_bufs[i] = (
                         k.new_empty(*k.shape[:2], total, k.shape[3]),
@@ -689,8 +769,6 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
                     )
                 kv_bufs[i][0][:, :, done : done + n] = k
                 kv_bufs[i][1][:, :, done : done + n] = val
-                if layer.vision_mixer is not None and i < len(layers) - 1:
-                    v = layer.vision_mixer(v, state=states[i])
             done += n
         cache.video_kv = {i: kv for i, kv in enumerate(kv_bufs)}
         cache.video_visible = torch.ones(1, total, dtype=torch.bool, device=pixel_values_videos.device)
