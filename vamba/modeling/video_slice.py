@@ -98,14 +98,14 @@ def plan_slices(items: list[tuple[str, int, tuple[int, int, int], int]], merge: 
         raise ValueError(f"context parallel over {world} ranks needs at least {world} temporal patches of video; "
                          f"this sample has {len(units)}")
     sizes = [items[k][2][1] * items[k][2][2] // merge**2 for k, _ in units]
-    total = sum(sizes)
-    bounds, acc, r = [0], 0, 1
-    for u, size in enumerate(sizes):
-        acc += size
-        # cut after unit u once the slice reached its share, keeping at least one unit per remaining slice
-        if r < world and (acc >= total * r / world or len(units) - (u + 1) == world - r):
-            bounds.append(u + 1)
-            r += 1
+    cum = [0]
+    for size in sizes:
+        cum.append(cum[-1] + size)
+    # cut r at the unit boundary closest to r/W of the tokens, leaving at least one unit to every slice
+    bounds = [0]
+    for r in range(1, world):
+        lo, hi = bounds[-1] + 1, len(units) - (world - r)
+        bounds.append(min(range(lo, hi + 1), key=lambda b: abs(cum[b] - cum[-1] * r / world)))
     bounds.append(len(units))
     pieces, ranges, start = [], [], 0
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -54,7 +54,10 @@ def _all_gather(tensor: torch.Tensor, group) -> torch.Tensor:
 class ContextParallel:
     """Context parallelism over groups of `size` ranks (the `SliceHooks` of `vamba.modeling.video_slice`)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, allow_replicated: bool = False):
+        """`allow_replicated`: a batch with fewer temporal patches than ranks (an image) is computed whole on every
+        rank of the group instead of failing; its gradients then also sum to W times the single-device ones."""
+        self.allow_replicated = allow_replicated
         if not dist.is_available() or not dist.is_initialized():
             raise ValueError("context parallel needs torch.distributed (launch with torchrun)")
         self.size = size
@@ -74,8 +77,41 @@ class ContextParallel:
             return batch
         items = stream_items(config, batch["input_ids"], batch.get("mm_token_type_ids"), batch.get("image_grid_thw"),
                              batch.get("video_grid_thw"), batch.get("position_ids"))
+        if sum(t for _, _, (t, _, _), _ in items) < self.size:
+            if not self.allow_replicated:
+                raise ValueError(f"context parallel over {self.size} ranks needs at least {self.size} temporal "
+                                 f"patches of video in a sample; this one has fewer")
+            return batch  # e.g. a single image: every rank of the group computes it whole (exact, see module doc)
         plan = plan_slices(items, config.vision_config.spatial_merge_size, self.size)
         pieces = [batch[_PIXELS[kind][0]][a:b] for kind, a, b in plan.pixel_rows(self.rank)]
         out = {k: v for k, v in batch.items() if k not in ("pixel_values", "pixel_values_videos")}
         out["context_parallel"] = SliceContext(self, plan, plan.sample_idx(), torch.cat(pieces))
         return out
+
+
+def check_context_parallel(size: int, world: int, mixer_type: str, min_video_frames: list[int],
+                           temporal_patch: int) -> None:
+    """Start-up checks, before any compute: the group divides the world, the mixer can hand its state over, and
+    every video source gives at least one temporal patch per rank (`min_video_frames`: each source's fixed count).
+
+    Raises:
+        ValueError: naming the setting and what is needed.
+    """
+    if size < 1 or world % size:
+        raise ValueError(f"train.context_parallel={size} must divide the world size {world}")
+    if size > 1 and mixer_type == "mamba1":
+        raise ValueError("train.context_parallel needs a mixer that hands its state across slices: mixer_type "
+                         "'mamba1' cannot (its scan has no chunked form here); use 'mamba2' or 'none'")
+    for frames in min_video_frames:
+        if size > 1 and frames < size * temporal_patch:
+            raise ValueError(f"train.context_parallel={size}: a source samples {frames} frames, fewer than one "
+                             f"temporal patch ({temporal_patch} frames) per rank; use at least {size * temporal_patch}")
+
+
+def share_batches(dataloader, cp: ContextParallel) -> None:
+    """Make an accelerate-prepared dataloader give every rank of a group the same batches (shard by the
+    data-parallel rank, world / W ways, instead of by the global rank)."""
+    sampler = getattr(dataloader, "batch_sampler", None)
+    if sampler is None or not hasattr(sampler, "num_processes"):
+        raise ValueError(f"context parallel: cannot reshard a {type(dataloader).__name__} (no BatchSamplerShard)")
+    sampler.num_processes, sampler.process_index = cp.dp_size, cp.dp_rank
