@@ -150,7 +150,8 @@ def compare_zero3(cp: ContextParallel) -> dict:
     errs = grad_errors(full, grads_ref)
     worst = max(errs, key=errs.get)
     return {"loss": abs(out.loss.item() - loss_ref) / abs(loss_ref), "logits": rel(out.logits.detach(), logits_ref),
-            "grad": errs[worst], "worst_param": worst, "params": len(errs), "missing": sorted(set(grads_ref) - set(errs))}
+            "grad": errs[worst], "worst_param": worst, "params": len(errs),
+            "missing": sorted(set(grads_ref) - set(errs))}
 
 
 def main() -> None:
