@@ -147,7 +147,8 @@ def test_results_writer_repairs_a_torn_line(tmp_path):
 def test_eval_help_lists_options_and_benchmarks(capsys):
     assert main(["eval", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "model.path=" in out and "frames='64'" in out and "lvbench" in out
+    assert "model.path=" in out and "frames=None" in out and "lvbench" in out
+    assert "protocol='official'  (official|release)" in out
 
 
 def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
