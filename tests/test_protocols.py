@@ -270,7 +270,7 @@ def test_pre_resize_matches_pil_bicubic(tmp_path: Path) -> None:
     for rgb, got in zip(native.frames, ours.frames):
         pil = Image.fromarray(rgb).resize(mid[::-1], resample=Image.BICUBIC)
         pil = np.asarray(pil.resize(got.shape[1::-1], resample=Image.BICUBIC), dtype=np.float64)
-        assert np.abs(pil - got).mean() < 1.5
+        assert np.abs(pil - got).mean() < 0.1  # measured: 0.006 grey levels on average, at most 2
 
 
 def test_benchmark_samplers_follow_their_official_loaders() -> None:
