@@ -379,7 +379,8 @@ def test_hourvideo_malformed(tmp_path: Path) -> None:
     path = write_json(tmp_path / "ann.json", bad)
     qs = get_benchmark("hourvideo").load(tmp_path, path)
     assert [q.error is None for q in qs] == [True, True, False]
-    assert "ann.json video 11111111-aaaa-bbbb-cccc-000000000000 question 0: field 'correct_answer_label' 'F'" in qs[2].error
+    uid = "11111111-aaaa-bbbb-cccc-000000000000"
+    assert f"ann.json video {uid} question 0: field 'correct_answer_label' 'F'" in qs[2].error
     write_json(path, [1, 2])
     with pytest.raises(AnnotationError, match=r"ann\.json: expected an object keyed by video_uid"):
         get_benchmark("hourvideo").load(tmp_path, path)

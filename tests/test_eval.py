@@ -293,3 +293,31 @@ def test_release_protocol_prompt_and_deprecated_scoring(checkpoints, synthetic_d
     # resuming into a directory of another run's settings is refused, naming the difference
     with pytest.raises(ValueError, match="protocol: 'release'"):
         main(["eval", *common, "protocol=official", f"output_dir={tmp_path / 'rel'}"])
+
+
+def test_longvideobench_interleaved_subtitles_and_missing_fields(checkpoints, synthetic_data, tmp_path):
+    """Official LongVideoBench: the loader's frame stride, the subtitle cues kept at those frames placed before the
+    question, and a record without the `duration` the protocol needs as that question's error."""
+    import shutil
+
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    (data / "subtitles").mkdir()
+    shutil.copy(sorted((synthetic_data / "videos").glob("syn_eval_*.mp4"))[0], data / "videos" / "v1.mp4")  # 2 s
+    (data / "subtitles" / "v1_en.json").write_text(json.dumps(
+        [{"timestamp": [0.5, 1.5], "text": "kept line"}, {"start": "0:00:01.6", "end": "0:00:01.9", "line": "dropped"}]))
+    row = {"id": "v1_0", "video_id": "v1", "video_path": "v1.mp4", "subtitle_path": "v1_en.json", "question": "What?",
+           "candidates": ["a", "b", "c", "d", "e"], "correct_choice": 1, "duration": 2.0, "duration_group": 15,
+           "question_category": "S2E", "starting_timestamp_for_subtitles": 0}
+    nodur = {**row, "id": "v1_1"}
+    del nodur["duration"]
+    (data / "lvb_val.json").write_text(json.dumps([row, nodur]))
+    out = tmp_path / "out"
+    assert main(["eval", "benchmark=longvideobench", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
+                 "frames=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
+    rows = {r["qid"]: r for r in read_results(out / "results.jsonl")}
+    # n = min(4, int(2.0)) = 2 frames at i * int(int(2.0 * 4) / 2): frames 0 and 4, at 0 s and 1 s
+    assert "<|vision_end|>kept line\nQuestion: What?\nA. a\nB. b\n" in rows["v1_0"]["prompt"]
+    assert "dropped" not in rows["v1_0"]["prompt"] and rows["v1_0"]["subtitles"] == "used"
+    assert "lvb_val.json record 1: missing field duration" in rows["v1_1"]["error"]
+    assert not rows["v1_1"]["error"].startswith("video:")

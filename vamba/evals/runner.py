@@ -393,6 +393,8 @@ def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list,
         if key not in encodings:
             try:  # ValueError here is a selection the video cannot give (bounds past its end)
                 encodings[key] = (answerer.encode(answerer.load_frames(path, q)), None)
+            except AnnotationError:  # a field the protocol's sampler needs: the question's error, not the video's
+                raise
             except (VideoReadError, FileNotFoundError, ValueError) as e:
                 encodings[key] = (None, f"video: {e}")
         enc, error = encodings[key] if answerer.cfg.encode_once else encodings.pop(key)
