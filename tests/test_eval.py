@@ -147,7 +147,8 @@ def test_results_writer_repairs_a_torn_line(tmp_path):
 def test_eval_help_lists_options_and_benchmarks(capsys):
     assert main(["eval", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "model.path=" in out and "frames='64'" in out and "lvbench" in out
+    assert "model.path=" in out and "frames=None" in out and "lvbench" in out
+    assert "protocol='official'  (official|release)" in out
 
 
 def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
@@ -178,48 +179,145 @@ def test_lmms_eval_registration():
     assert manifests().model_id == "vamba"
 
 
-def test_bounded_questions_encode_their_own_clip_windows(checkpoints, synthetic_data, tmp_path, monkeypatch):
-    """MVBench-style start/end: each window is decoded and encoded once, a window past the end is that question's
-    error only, and an unbounded question still sees the whole video."""
+def test_mvbench_bounds_only_for_official_bounded_tasks(checkpoints, synthetic_data, tmp_path, monkeypatch):
+    """MVBench: start/end apply to the five tasks whose official loader uses them (each window decoded once), are
+    ignored elsewhere; a bounded record without bounds and a window past the end are those questions' errors only;
+    Episodic Reasoning reads its 1-based frame folder."""
     import shutil
 
+    from PIL import Image
+
+    from vamba.data.video import load_video
     from vamba.evals import runner
+    from vamba.evals.benchmarks.mvbench import notebook_indices
 
     data = tmp_path / "data"
     shutil.copytree(synthetic_data, data)
     video = sorted((data / "videos").glob("syn_eval_*.mp4"))[0]  # 8 frames at 4 fps: 2 s
-    task = data / "json" / "action_sequence.json"
-    task.parent.mkdir()
+    (data / "json").mkdir()
+    bounds = [{"start": 0.0, "end": 1.0}, {"start": 0.0, "end": 1.0}, {"start": 1.0, "end": 2.0}, {},
+              {"start": 5.0, "end": 6.0}]
     rows = [{"video": video.name, "question": f"q{i}?", "candidates": ["a", "b", "c", "d"], "answer": "a", **b}
-            for i, b in enumerate([{"start": 0.0, "end": 1.0}, {"start": 0.0, "end": 1.0}, {"start": 1.0, "end": 2.0},
-                                   {}, {"start": 5.0, "end": 6.0}])]
-    task.write_text(json.dumps(rows))
-    (data / "video" / "star" / "Charades_v1_480").mkdir(parents=True)  # the task's folder (official evaluation)
-    shutil.copy(video, data / "video" / "star" / "Charades_v1_480" / video.name)
+            for i, b in enumerate(bounds)]
+    (data / "json" / "action_sequence.json").write_text(json.dumps(rows))
+    (data / "json" / "action_antonym.json").write_text(json.dumps([{**rows[2], "candidates": ["a", "b"]}]))
+    for folder in ("star/Charades_v1_480", "ssv2_video"):
+        (data / "video" / folder).mkdir(parents=True)
+        shutil.copy(video, data / "video" / folder / video.name)
+    frames = data / "video" / "tvqa" / "frames_fps3_hq" / "clip1"
+    frames.mkdir(parents=True)
+    for i, rgb in enumerate(load_video(video, num_frames=8, resize=False).frames, start=1):
+        Image.fromarray(rgb).save(frames / f"{i:05d}.png")
+    (data / "json" / "episodic_reasoning.json").write_text(json.dumps(
+        [{"video": "clip1", "question": "q?", "candidates": ["a", "b", "c", "d"], "answer": "b", "start": 0.5,
+          "end": 2.0}]))
     loads = []
     original = runner.VideoAnswerer.load_frames
 
-    def spy(self, path, start=None, end=None, folder_fps=None):
-        loads.append((start, end, folder_fps))
-        return original(self, path, start, end, folder_fps)
-
-    # Episodic Reasoning reads a folder of 3-fps frame images (00001.jpg, ...).
-    from PIL import Image
-
-    from vamba.data.video import load_video
-
-    frames = data / "video" / "tvqa" / "frames_fps3_hq" / "clip1"
-    frames.mkdir(parents=True)
-    for i, rgb in enumerate(load_video(video, num_frames=8).frames, start=1):
-        Image.fromarray(rgb).save(frames / f"{i:05d}.jpg")
-    (data / "json" / "episodic_reasoning.json").write_text(json.dumps(
-        [{"video": "clip1", "question": "q?", "candidates": ["a", "b", "c", "d"], "answer": "b"}]))
+    def spy(self, path, q):
+        out = original(self, path, q)
+        loads.append((q.qid, out.indices.tolist()))
+        return out
 
     monkeypatch.setattr(runner.VideoAnswerer, "load_frames", spy)
     assert main(["eval", "benchmark=mvbench", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "frames=4",
-                 f"output_dir={tmp_path / 'out'}", "max_new_tokens=2"]) == 0
-    windows = [(0.0, 1.0, None), (1.0, 2.0, None), (None, None, None), (5.0, 6.0, None), (None, None, 3)]
-    assert sorted(loads, key=str) == sorted(windows, key=str)
-    records = read_results(tmp_path / "out" / "results.jsonl")
-    errors = [r for r in records if r["error"]]
-    assert len(records) == 6 and len(errors) == 1 and "after the video" in errors[0]["error"]
+                 f"output_dir={tmp_path / 'out'}", "max_new_tokens=2", "longest_edge=0"]) == 0
+    got = dict(loads)
+    assert sorted(got) == ["action_antonym_0", "action_sequence_0", "action_sequence_2", "episodic_reasoning_0"]
+    assert got["action_sequence_0"] == notebook_indices((0.0, 1.0), 4.0, 7, 0, 4).tolist()
+    assert got["action_antonym_0"] == notebook_indices(None, 4.0, 7, 0, 4).tolist()  # bounds ignored there
+    assert got["episodic_reasoning_0"] == (notebook_indices((0.5, 2.0), 3.0, 8, 1, 4) - 1).tolist()
+    records = {r["qid"]: r for r in read_results(tmp_path / "out" / "results.jsonl")}
+    assert len(records) == 7 and sorted(q for q, r in records.items() if r["error"]) == ["action_sequence_3",
+                                                                                   "action_sequence_4"]
+    assert records["action_sequence_3"]["error"].endswith("action_sequence.json record 3: missing field(s) start, end")
+
+
+def _videomme_data(root: Path, synthetic_data: Path) -> Path:
+    """Two Video-MME-format questions (invented) on a generated video, with a real .srt for the first."""
+    import shutil
+
+    video = sorted((synthetic_data / "videos").glob("syn_eval_*.mp4"))[0]  # 8 frames at 4 fps
+    (root / "data").mkdir(parents=True)
+    (root / "subtitle").mkdir()
+    for vid in ("vidA", "vidB"):
+        shutil.copy(video, root / "data" / f"{vid}.mp4")
+    (root / "subtitle" / "vidA.srt").write_text("1\n00:00:00,100 --> 00:00:01,000\n<font color=\"white\">first "
+                                                 "words</font>\n\n2\n00:00:01,000 --> 00:00:02,000\nsecond\nline\n")
+    (root / "subtitle" / "vidB.srt").write_bytes(b"\xff\x00 garbage")
+    rows = [{"video_id": str(k), "duration": "short", "domain": "Knowledge", "sub_category": "Astronomy",
+             "url": "", "videoID": vid, "question_id": f"{k}-1", "task_type": "Counting Problem",
+             "question": "How many shapes are shown?", "options": ["A. 1.", "B. 2.", "C. 3.", "D. 4."], "answer": "B"}
+            for k, vid in enumerate(("vidA", "vidB"))]
+    rows.append({**rows[0], "question_id": "0-2", "answer": None})
+    (root / "ann.json").write_text(json.dumps(rows))
+    return root
+
+
+def test_videomme_subtitles_at_the_sampled_frames(checkpoints, synthetic_data, tmp_path):
+    data = _videomme_data(tmp_path / "data", synthetic_data)
+    out = tmp_path / "out"
+    assert main(["eval", "benchmark=videomme", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
+                 "annotation=ann.json", "frames=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
+    rows = {r["qid"]: r for r in read_results(out / "results.jsonl")}
+    # official extractor indices for 8 frames, N=4: s = 7/4 -> [1, 2, 4, 6], at 4 fps t = 0.25, 0.5, 1.0, 1.5 s:
+    # cue 1 twice, none on the 1.0 s boundary, cue 2 (its two lines joined by a space)
+    block = "This video's subtitles are listed below:\nfirst words\nfirst words\nsecond line\nSelect the best answer"
+    assert block in rows["0-1"]["prompt"] and rows["0-1"]["subtitles"] == "used"
+    assert "subtitles are listed" not in rows["1-1"]["prompt"] and rows["1-1"]["subtitles"] == "unparsable"
+    assert "ann.json row 2: missing field(s) answer" in rows["0-2"]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["subtitle_files"] == {"used": 1, "unparsable": 1}
+    assert summary["meta"]["subtitles"] is True and summary["meta"]["overridden"] == ["frames", "max_new_tokens",
+                                                                                      "subtitles"]
+    report = (out / "report.md").read_text()
+    assert "unparsable 1" in report and "subtitles=True (set)" in report and "sampler='videomme'" in report
+
+
+def test_release_protocol_prompt_and_deprecated_scoring(checkpoints, synthetic_data, tmp_path):
+    data = _videomme_data(tmp_path / "data", synthetic_data)
+    common = ["benchmark=videomme", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "annotation=ann.json",
+              "frames=4", "max_new_tokens=2"]
+    assert main(["eval", *common, "protocol=release", f"output_dir={tmp_path / 'rel'}"]) == 0
+    prompt = next(r for r in read_results(tmp_path / "rel" / "results.jsonl") if r["qid"] == "0-1")["prompt"]
+    assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                      "<|vision_start|><|vision_end|>Select the best answer to the following multiple-choice question "
+                      "based on the video.\nRespond with only the letter (A, B, C, or D) of the correct option.\n"
+                      "How many shapes are shown?\nA. 1. B. 2. C. 3. D. 4.<|im_end|>\n<|im_start|>assistant\n")
+    summary = json.loads((tmp_path / "rel" / "summary.json").read_text())
+    assert summary["protocol"] == "release" and "Departs from the official evaluation" in summary["rule"]
+    assert (summary["meta"]["longest_edge"], summary["meta"]["max_new_tokens"]) == (480, 2)
+    with pytest.warns(DeprecationWarning, match="scoring"):
+        assert main(["eval", *common, "scoring=release", f"output_dir={tmp_path / 'old'}"]) == 0
+    assert json.loads((tmp_path / "old" / "summary.json").read_text())["protocol"] == "release"
+    # resuming into a directory of another run's settings is refused, naming the difference
+    with pytest.raises(ValueError, match="protocol: 'release'"):
+        main(["eval", *common, "protocol=official", f"output_dir={tmp_path / 'rel'}"])
+
+
+def test_longvideobench_interleaved_subtitles_and_missing_fields(checkpoints, synthetic_data, tmp_path):
+    """Official LongVideoBench: the loader's frame stride, the subtitle cues kept at those frames placed before the
+    question, and a record without the `duration` the protocol needs as that question's error."""
+    import shutil
+
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    (data / "subtitles").mkdir()
+    shutil.copy(sorted((synthetic_data / "videos").glob("syn_eval_*.mp4"))[0], data / "videos" / "v1.mp4")  # 2 s
+    (data / "subtitles" / "v1_en.json").write_text(json.dumps(
+        [{"timestamp": [0.5, 1.5], "text": "kept line"}, {"start": "0:00:01.6", "end": "0:00:01.9", "line": "dropped"}]))
+    row = {"id": "v1_0", "video_id": "v1", "video_path": "v1.mp4", "subtitle_path": "v1_en.json", "question": "What?",
+           "candidates": ["a", "b", "c", "d", "e"], "correct_choice": 1, "duration": 2.0, "duration_group": 15,
+           "question_category": "S2E", "starting_timestamp_for_subtitles": 0}
+    nodur = {**row, "id": "v1_1"}
+    del nodur["duration"]
+    (data / "lvb_val.json").write_text(json.dumps([row, nodur]))
+    out = tmp_path / "out"
+    assert main(["eval", "benchmark=longvideobench", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
+                 "frames=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
+    rows = {r["qid"]: r for r in read_results(out / "results.jsonl")}
+    # n = min(4, int(2.0)) = 2 frames at i * int(int(2.0 * 4) / 2): frames 0 and 4, at 0 s and 1 s
+    assert "<|vision_end|>kept line\nQuestion: What?\nA. a\nB. b\n" in rows["v1_0"]["prompt"]
+    assert "dropped" not in rows["v1_0"]["prompt"] and rows["v1_0"]["subtitles"] == "used"
+    assert "lvb_val.json record 1: missing field duration" in rows["v1_1"]["error"]
+    assert not rows["v1_1"]["error"].startswith("video:")

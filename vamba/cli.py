@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import sys
 
 
@@ -70,6 +71,9 @@ def _schema_help(schema, prefix: str = "") -> list[str]:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             lines += _schema_help(type(default), prefix=f"{prefix}{f.name}.")
+        elif isinstance(default, enum.Enum):
+            choices = "|".join(str(m.value) for m in type(default))
+            lines.append(f"  {prefix}{f.name}={default.value!r}  ({choices})")
         else:
             lines.append(f"  {prefix}{f.name}={default!r}")
     return lines

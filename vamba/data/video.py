@@ -14,6 +14,13 @@ Sampling (`sample_indices`, a pure function):
 - ``fps``: N = duration * fps, capped by ``max_frames``; also segment middles.
 - ``auto``: as many frames as fit ``token_budget`` visual tokens at the chosen resolution
   (`frames_for_token_budget`), capped by ``max_frames``; the release's ``video_num_frames: auto``.
+- ``linspace``: the original release's evaluation sampler (`linspace_indices`): index ``(s[i] + s[i+1]) // 2`` with
+  ``s = torch.linspace(0, total, N + 1)`` truncated to integers, every frame when ``N >= total``, and the last frame
+  of an odd count dropped (the release's processor does that). The count is not rounded first.
+- a callable ``sampler(total, fps) -> indices`` replaces the mode (a benchmark's own frame rule, e.g. MVBench's).
+
+Pre-resize (``pre_resize=(longest, shortest)``): the release's evaluation first resizes each frame by its edge rule
+(`edge_resize_size`), then the pixel rule (`target_size`) applies to that size, both bicubic, as two resizes.
 
 Counts are rounded down to a multiple of the temporal patch (2), minimum 2, because Qwen2-VL's vision tower
 groups frames in pairs. A video with fewer frames than requested yields all its frames, and when that count is
@@ -79,7 +86,9 @@ __all__ = [
     "VideoReadError",
     "available_backends",
     "clip_frames",
+    "edge_resize_size",
     "frames_for_token_budget",
+    "linspace_indices",
     "load_video",
     "read_frame_ids",
     "resize_frames",
@@ -97,7 +106,7 @@ DEFAULT_MAX_FRAMES = 1024
 # Frames for "uniform" when num_frames is not given (a quick look; configs always set their own).
 DEFAULT_NUM_FRAMES = 32
 TEMPORAL_PATCH = 2
-SAMPLE_MODES = ("uniform", "fps", "auto")
+SAMPLE_MODES = ("uniform", "fps", "auto", "linspace")
 BACKENDS = ("pyav", "decord", "torchcodec")
 # Default order when backend=None (see the module docstring for why pyav comes first).
 DEFAULT_BACKEND_ORDER = ("pyav", "decord")
@@ -167,6 +176,22 @@ def _segment_middles(total: int, n: int) -> np.ndarray:
     return idx
 
 
+def linspace_indices(total: int, n: int) -> np.ndarray:
+    """The original release's uniform sampler, exactly: midpoints of ``torch.linspace(0, total, n + 1)`` cast to
+    integers (truncated, as the release's ``dtype=int`` does), or every frame when ``n >= total``; then the last
+    frame of an odd count is dropped, as the release's processor does before pairing frames. (T,) int64, T even."""
+    if n < total:
+        s = torch.linspace(0, total, n + 1, dtype=torch.int64).numpy()
+        idx = (s[:-1] + s[1:]) // 2
+    else:
+        idx = np.arange(total, dtype=np.int64)
+    if len(idx) % TEMPORAL_PATCH:
+        idx = idx[: len(idx) - len(idx) % TEMPORAL_PATCH]
+    if not len(idx):
+        raise ValueError(f"the release's sampler keeps no frame of a {total}-frame video (one frame, dropped as odd)")
+    return idx.astype(np.int64)
+
+
 def sample_indices(
     num_total_frames: int,
     native_fps: float,
@@ -181,7 +206,8 @@ def sample_indices(
         num_total_frames: frames in the video (> 0).
         native_fps: the video's frame rate (used by ``fps``).
         sample: ``"uniform"`` (``num_frames`` segment middles), ``"fps"`` (``fps`` frames per second of video, at
-            most ``max_frames``), or ``"auto"`` (like uniform; ``num_frames`` must be the count derived from the
+            most ``max_frames``), ``"linspace"`` (the release's sampler, `linspace_indices`), or ``"auto"``
+            (like uniform; ``num_frames`` must be the count derived from the
             token budget, see `frames_for_token_budget`; `load_video` does that).
         num_frames: requested count for ``uniform`` / ``auto``.
         fps: target frame rate for ``fps``.
@@ -212,6 +238,8 @@ def sample_indices(
         if max_frames < TEMPORAL_PATCH:
             raise ValueError(f"max_frames must be >= {TEMPORAL_PATCH}, got {max_frames}")
         n = min(n, int(max_frames))
+    if sample == "linspace":
+        return linspace_indices(total, n)
     return _segment_middles(total, _even_count(n))
 
 
@@ -282,6 +310,21 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = DE
         scale = math.sqrt(min_pixels / (height * width))
         h, w = math.ceil(height * scale / factor) * factor, math.ceil(width * scale / factor) * factor
     return h, w
+
+
+def edge_resize_size(height: int, width: int, longest_edge: int, shortest_edge: int = 256) -> tuple[int, int]:
+    """The original release's frame pre-resize (its ``get_resize_output_image_size``), as (height, width).
+
+    If the frame is landscape or square and wider than ``longest_edge``, the width becomes ``longest_edge`` and the
+    height ``int(longest_edge / (width / height))``; if portrait and taller, the same with the sides swapped; then
+    each side is raised to at least ``shortest_edge`` independently (so a small frame is stretched, as there).
+    """
+    aspect = width / height
+    if width >= height and width > longest_edge:
+        width, height = longest_edge, int(longest_edge / aspect)
+    elif height > width and height > longest_edge:
+        height, width = longest_edge, int(longest_edge * aspect)
+    return max(int(height), shortest_edge), max(int(width), shortest_edge)
 
 
 def target_size(
@@ -356,6 +399,16 @@ def _resize_into(src: np.ndarray, dst: np.ndarray) -> None:
         dst[s:s + step] = y.permute(0, 2, 3, 1).numpy()
 
 
+def _resize_via(src: np.ndarray, dst: np.ndarray, mid_hw: tuple[int, int] | None) -> None:
+    """`_resize_into`, through an intermediate size first when one is given (the release's pre-resize)."""
+    if mid_hw is None or mid_hw in (src.shape[1:3], dst.shape[1:3]):
+        _resize_into(src, dst)
+        return
+    tmp = np.empty((src.shape[0], *mid_hw, 3), dtype=np.uint8)
+    _resize_into(src, tmp)
+    _resize_into(tmp, dst)
+
+
 def resize_frames(frames: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:
     """Resize (T, H, W, 3) uint8 frames to (T, height, width, 3) uint8 with bicubic + antialias interpolation.
 
@@ -377,10 +430,12 @@ class _FrameSink:
     preallocated (U, H', W', 3) array. Native-size frames wait in a small staging buffer so resizing runs batched;
     the whole video is never held at native size."""
 
-    def __init__(self, count: int, src_hw: tuple[int, int], dst_hw: tuple[int, int]):
+    def __init__(self, count: int, src_hw: tuple[int, int], dst_hw: tuple[int, int],
+                 mid_hw: tuple[int, int] | None = None):
         self.out = np.empty((count, *dst_hw, 3), dtype=np.uint8)
         self.src_hw, self.dst_hw = src_hw, dst_hw
-        self.direct = src_hw == dst_hw
+        self.mid_hw = None if mid_hw in (None, src_hw) else mid_hw  # resize through this size first
+        self.direct = src_hw == dst_hw and self.mid_hw is None
         per = max(src_hw[0] * src_hw[1], dst_hw[0] * dst_hw[1]) * 3
         self.capacity = max(1, min(count, _RESIZE_CHUNK_ELEMENTS // per))
         self.staging = None if self.direct else np.empty((self.capacity, *src_hw, 3), dtype=np.uint8)
@@ -389,7 +444,7 @@ class _FrameSink:
 
     def put(self, slot: int, rgb: np.ndarray) -> None:
         if rgb.shape[:2] != self.src_hw:  # the stream changed resolution mid-file: resize this one on its own
-            _resize_into(rgb[None], self.out[slot:slot + 1])
+            _resize_via(rgb[None], self.out[slot:slot + 1], self.mid_hw)
         elif self.direct:
             self.out[slot] = rgb
         else:
@@ -415,10 +470,10 @@ class _FrameSink:
             n = len(self.pending)
             first = self.pending[0]
             if self.pending == list(range(first, first + n)):  # the usual case: contiguous slots, no gather
-                _resize_into(self.staging[:n], self.out[first:first + n])
+                _resize_via(self.staging[:n], self.out[first:first + n], self.mid_hw)
             else:
                 tmp = np.empty((n, *self.dst_hw, 3), dtype=np.uint8)
-                _resize_into(self.staging[:n], tmp)
+                _resize_via(self.staging[:n], tmp, self.mid_hw)
                 self.out[self.pending] = tmp
             self.pending = []
 
@@ -816,18 +871,28 @@ def _plan(
     token_budget: int | None,
     size_kwargs: dict[str, int | None],
     clip: tuple[float | None, float | None] = (None, None),
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Frame indices and output size for a video, from its metadata alone (no decoding).
+    sampler: Callable[[int, float], Sequence[int]] | None = None,
+    pre_resize: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int] | None]:
+    """Frame indices, output size and pre-resize size (or None) for a video, from its metadata alone (no decoding).
 
     ``clip`` = (start, end) in seconds (either may be None): every sampling mode then runs on the frames of that
-    window only, as MVBench's bounded tasks sample it (frames round(start * fps) .. round(end * fps)).
+    window only (frames round(start * fps) .. round(end * fps)). ``sampler`` replaces mode and clip.
     """
-    out_hw = target_size(meta.height, meta.width, **size_kwargs)
+    mid_hw = edge_resize_size(meta.height, meta.width, *pre_resize) if pre_resize else None
+    out_hw = target_size(*(mid_hw or (meta.height, meta.width)), **size_kwargs)
+    if sampler is not None:
+        indices = np.asarray(sampler(meta.num_frames, meta.fps), dtype=np.int64).reshape(-1)
+        if not len(indices) or indices.min() < 0 or indices.max() >= meta.num_frames:
+            raise ValueError(f"the frame sampler gave {len(indices)} indices outside 0..{meta.num_frames - 1}"
+                             if len(indices) else "the frame sampler gave no frame")
+        return indices, out_hw, mid_hw
     first, last = clip_frames(meta.num_frames, meta.fps, *clip)
     if (first, last) != (0, meta.num_frames - 1):
         window = _Meta(last - first + 1, meta.fps, (last - first + 1) / meta.fps, meta.height, meta.width)
-        indices, out_hw = _plan(window, sample, num_frames, fps, max_frames, token_budget, size_kwargs)
-        return indices + first, out_hw
+        indices, out_hw, _ = _plan(window, sample, num_frames, fps, max_frames, token_budget, size_kwargs,
+                                   pre_resize=pre_resize)
+        return indices + first, out_hw, mid_hw
     if sample == "auto":
         if token_budget is None or token_budget <= 0:
             raise ValueError("sample='auto' needs a positive token_budget")
@@ -842,7 +907,7 @@ def _plan(
     else:
         indices = sample_indices(meta.num_frames, meta.fps, sample, num_frames=num_frames or DEFAULT_NUM_FRAMES,
                                  max_frames=max_frames)
-    return indices, out_hw
+    return indices, out_hw, mid_hw
 
 
 def load_video(
@@ -862,6 +927,8 @@ def load_video(
     start: float | None = None,
     end: float | None = None,
     folder_fps: float | None = None,
+    sampler: Callable[[int, float], Sequence[int]] | None = None,
+    pre_resize: tuple[int, int] | None = None,
 ) -> VideoFrames:
     """Read a video file and return sampled RGB frames (see the module docstring for the full contract).
 
@@ -882,9 +949,11 @@ def load_video(
             in parallel.
         start, end: sample only from this window, in seconds (MVBench's bounded tasks); see `clip_frames`.
         folder_fps: frame rate of a frame folder (required when ``path`` is one; ignored for files).
+        sampler: ``(num_total_frames, fps) -> indices``, replacing ``sample`` and the window (a benchmark's rule).
+        pre_resize: (longest, shortest) edges of the release's pre-resize (`edge_resize_size`), done first.
 
     Returns:
-        `VideoFrames` with frames (T, H, W, 3) uint8, T even.
+        `VideoFrames` with frames (T, H, W, 3) uint8, T even (except with a ``sampler``, which decides T).
 
     Raises:
         VideoReadError: the file cannot be read (missing, empty, not a video, no decodable frame).
@@ -898,13 +967,14 @@ def load_video(
     installed = available_backends()
     if backend is not None and backend not in installed:
         raise ImportError(f"video backend {backend!r} is not installed or fails to import (installed: {installed})")
-    size_kwargs = dict(min_pixels=min_pixels, max_pixels=max_pixels, shortest_edge=shortest_edge,
-                       longest_edge=longest_edge)
+    plan = dict(sample=sample, num_frames=num_frames, fps=fps, max_frames=max_frames, token_budget=token_budget,
+                size_kwargs=dict(min_pixels=min_pixels, max_pixels=max_pixels, shortest_edge=shortest_edge,
+                                 longest_edge=longest_edge),
+                clip=(start, end), sampler=sampler, pre_resize=pre_resize)
     if os.path.isdir(path):
         if not folder_fps or folder_fps <= 0:
             raise VideoReadError(f"{path}: a folder, not a video file (a frame folder needs folder_fps)")
-        return _load_frame_folder(path, float(folder_fps), sample, num_frames, fps, max_frames, token_budget,
-                                  size_kwargs, (start, end), resize)
+        return _load_frame_folder(path, float(folder_fps), plan, resize)
     _check_file(path)
     names = [backend] if backend is not None else [b for b in DEFAULT_BACKEND_ORDER if b in installed]
     if not names:
@@ -920,17 +990,17 @@ def load_video(
             meta = reader.meta
             # Outside the error capture: a bad argument (e.g. a budget too small for the resolution) is the
             # caller's mistake, not the file's, and must not be retried on another backend.
-            indices, out_hw = _plan(meta, sample, num_frames, fps, max_frames, token_budget, size_kwargs,
-                                    (start, end))
+            indices, out_hw, mid_hw = _plan(meta, **plan)
             unique, inverse = np.unique(indices, return_inverse=True)
-            sink = _FrameSink(len(unique), (meta.height, meta.width), out_hw if resize else (meta.height, meta.width))
+            native = (meta.height, meta.width)
+            sink = _FrameSink(len(unique), native, out_hw if resize else native, mid_hw if resize else None)
             try:
                 got, times = reader.read(unique, sink)
             except Exception as e:
                 errors.append(f"{name}: {_reason(e, path)}")
                 continue
             frames = sink.finish()
-            if len(unique) != len(indices):  # only for videos shorter than the request (even padding)
+            if len(unique) != len(indices):  # repeated indices (even padding of short videos, or a sampler's)
                 frames, got, times = frames[inverse], got[inverse], times[inverse]
             return VideoFrames(frames=frames, timestamps=np.asarray(times, dtype=np.float64),
                                indices=np.asarray(got, dtype=np.int64), fps=float(meta.fps),
@@ -949,9 +1019,7 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _load_frame_folder(path: str, folder_fps: float, sample: str, num_frames: int | None, fps: float | None,
-                       max_frames: int | None, token_budget: int | None, size_kwargs: dict[str, int | None],
-                       clip: tuple[float | None, float | None], resize: bool) -> VideoFrames:
+def _load_frame_folder(path: str, folder_fps: float, plan: dict[str, Any], resize: bool) -> VideoFrames:
     """`load_video` for a folder of frame images: frame i is the i-th image in natural name order."""
     from PIL import Image, UnidentifiedImageError
 
@@ -968,9 +1036,9 @@ def _load_frame_folder(path: str, folder_fps: float, sample: str, num_frames: in
 
     first = read(files[0])
     meta = _Meta(len(files), folder_fps, len(files) / folder_fps, first.shape[0], first.shape[1])
-    indices, out_hw = _plan(meta, sample, num_frames, fps, max_frames, token_budget, size_kwargs, clip)
+    indices, out_hw, mid_hw = _plan(meta, **plan)
     unique, inverse = np.unique(indices, return_inverse=True)
-    sink = _FrameSink(len(unique), first.shape[:2], out_hw if resize else first.shape[:2])
+    sink = _FrameSink(len(unique), first.shape[:2], out_hw if resize else first.shape[:2], mid_hw if resize else None)
     for slot, index in enumerate(unique):
         sink.put(slot, first if index == 0 else read(files[index]))
     frames = sink.finish()[inverse]

@@ -23,8 +23,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"# {summary['benchmark']} — {meta.get('model', '?')} ({meta.get('model_type', '?')}), "
         f"frames={meta.get('frames', '?')}",
         "",
-        f"Scoring: {summary['scoring']} — {summary['rule']}",
+        f"Protocol: {summary['scoring']} — {summary['rule']}",
         "",
+        *_settings_lines(meta),
         f"**Headline: {summary['headline']:.2f}%**",
         "",
         "| split | accuracy (%) | correct | total |",
@@ -37,9 +38,23 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for cat, row in sorted(cats.items()):
             lines.append(f"| {cat} | {row['accuracy']:.2f} | {row['correct']} | {row['total']} |")
     lines += ["", f"Unparsed answers: {summary.get('unparsed', 0)}; questions with errors: {summary.get('errors', 0)}"]
+    if meta.get("subtitle_files"):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(meta["subtitle_files"].items()))
+        lines += ["", f"Subtitles (per question): {counts} (unparsable files were answered without subtitles)"]
     if meta.get("error_examples"):
         lines += ["", "Errors (first 10):", ""] + [f"- `{q}`: {e}" for q, e in meta["error_examples"][:10]]
     return "\n".join(lines) + "\n"
+
+
+SETTING_KEYS = ("frames", "sampler", "longest_edge", "shortest_edge", "max_new_tokens", "do_sample", "temperature",
+                "top_p", "top_k", "subtitles", "fps", "video_token_keep", "system_prompt", "response_prefix")
+
+
+def _settings_lines(meta: dict[str, Any]) -> list[str]:
+    """Every effective setting of the run; '(set)' marks a command-line override of the protocol's value."""
+    overridden = set(meta.get("overridden") or ())
+    cells = [f"{k}={meta[k]!r}" + (" (set)" if k in overridden else "") for k in SETTING_KEYS if k in meta]
+    return [f"Settings: {', '.join(cells)}", ""] if cells else []
 
 
 def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:

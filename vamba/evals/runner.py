@@ -10,10 +10,12 @@ error (wrong in the accuracy, listed in the report) and never stops the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..data.annotations import AnnotationError
 from ..data.processor import VambaProcessor, patchify
+from .protocol import Protocol, Settings, check_protocol, describe, resolve
 from .report import write_report
 from .results import ResultsWriter, read_results
+from .subtitles import SubtitleError
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +45,30 @@ class EvalModelConfig:
 
 @dataclass
 class EvalConfig:
-    """Every `vamba eval` option (Hydra overrides: `vamba eval benchmark=lvbench model.path=... frames=128`)."""
+    """Every `vamba eval` option (Hydra overrides: `vamba eval benchmark=lvbench protocol=release model.path=...`).
+
+    `protocol` fixes every setting per benchmark (`vamba.evals.protocol.Settings`); an option left at None takes the
+    protocol's value, one given on the command line overrides it (the report lists both).
+    """
 
     benchmark: str = "???"
     data_dir: str = "???"
     annotation: str | None = None  # default: the benchmark's own file under data_dir
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
-    frames: str = "64"  # a number, or "auto" (as many as fit token_budget)
+    protocol: Protocol = Protocol.official  # official | release
+    scoring: str | None = None  # deprecated name of `protocol` (still accepted, with a warning)
+    frames: str | None = None  # a number, or "auto" (as many as fit token_budget); default: the protocol's
     token_budget: int | None = None  # visual tokens per video for frames=auto
     fps: float | None = None  # sample at this fps instead (frames = cap)
-    min_pixels: int | None = None
+    min_pixels: int | None = None  # default: the processor's
     max_pixels: int | None = None
-    scoring: str = "official"  # official | release
-    subtitles: bool = False
-    max_new_tokens: int = 16
-    do_sample: bool = False
-    temperature: float = 1.0
+    longest_edge: int | None = None  # the release's pre-resize edge; 0 turns it off
+    subtitles: bool | None = None  # Video-MME per-frame lines / LongVideoBench interleaved (default off)
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # 0: no top-k filter
     video_token_keep: float = 1.0  # <1 drops video tokens uniformly (Vamba-TR: 0.5)
     stream_chunk: int | None = None  # stream the video through the model this many frames at a time
     stream_above_frames: int | None = 256  # default: stream (64-frame chunks) videos longer than this
@@ -95,39 +108,36 @@ def load_model(cfg: EvalModelConfig, device: torch.device):
 
 # -- one video ----------
 class VideoAnswerer:
-    """Answers questions about one video; encodes it once (Vamba) and reuses the encoding."""
+    """Answers questions about one video under one protocol; encodes it once (Vamba) and reuses the encoding."""
 
-    def __init__(self, model, processor: VambaProcessor, cfg: EvalConfig, benchmark):
+    def __init__(self, model, processor: VambaProcessor, cfg: EvalConfig, benchmark, protocol: str,
+                 settings: Settings):
         self.model, self.processor, self.cfg, self.bench = model, processor, cfg, benchmark
+        self.protocol, self.settings = protocol, settings
         self.device = next(model.parameters()).device
         self.is_vamba = cfg.model.type == "vamba"
 
-    def load_frames(self, path: Path, start: float | None = None, end: float | None = None,
-                    folder_fps: float | None = None):
-        """Frames as the eval config samples them, from the window [start, end] seconds when a question has one;
-        `folder_fps` for a folder of frame images (MVBench's Episodic Reasoning)."""
+    def load_frames(self, path: Path, q):
+        """`VideoFrames` of the question's video as the protocol samples and resizes them (`frames=auto` and `fps`
+        replace the protocol's sampler with the loader's own mode)."""
         from ..data.video import load_video
 
         cfg, vision = self.cfg, self.processor.vision
-        auto = str(cfg.frames) == "auto"
-        return load_video(
-            path,
-            num_frames=None if auto or cfg.fps else int(cfg.frames),
-            fps=cfg.fps,
-            sample="auto" if auto else ("fps" if cfg.fps else "uniform"),
-            max_frames=None if auto or not cfg.fps else int(cfg.frames),
-            token_budget=cfg.token_budget,
-            min_pixels=cfg.min_pixels or vision.min_pixels,
-            max_pixels=cfg.max_pixels or vision.max_pixels,
-            start=start,
-            end=end,
-            folder_fps=folder_fps,
-        ).frames
+        kwargs = self.bench.video_kwargs(q, self.settings)
+        if str(cfg.frames) == "auto" or cfg.fps:
+            for key in ("sampler", "num_frames"):
+                kwargs.pop(key, None)
+            kwargs.update(sample="auto" if cfg.fps is None else "fps", fps=cfg.fps, token_budget=cfg.token_budget,
+                          max_frames=self.settings.frames if cfg.fps else None)
+        return load_video(path, min_pixels=cfg.min_pixels or vision.min_pixels,
+                          max_pixels=cfg.max_pixels or vision.max_pixels, **kwargs)
 
-    def encode(self, frames) -> dict[str, Any]:
+    def encode(self, video) -> dict[str, Any]:
+        frames = video.frames
         pixels, grid = patchify(frames, self.processor.vision)
         pixels = pixels.to(self.device, dtype=self.model.dtype)
-        enc = {"pixels": pixels, "grid": grid[None].to(self.device), "frames": frames}
+        enc = {"pixels": pixels, "grid": grid[None].to(self.device), "frames": frames, "indices": video.indices,
+               "fps": video.fps}
         if self.is_vamba:
             keep = self.cfg.video_token_keep if self.cfg.video_token_keep < 1 else None
             enc["cache"] = self.model.encode_video(
@@ -141,12 +151,12 @@ class VideoAnswerer:
 
     def answer(self, q, enc: dict[str, Any], subtitles: str | None = None) -> tuple[str, str]:
         """(prompt text, model response) for one question."""
-        cfg, bench = self.cfg, self.bench
-        text = bench.prompt(q, cfg.scoring, subtitles=subtitles)
+        bench, protocol = self.bench, self.protocol
         messages = []
-        system = bench.system_prompt(cfg.scoring)
+        system = bench.system_prompt(protocol)
         if system:
             messages.append({"role": "system", "content": system})
+        text = bench.prompt(q, protocol, subtitles=subtitles)
         messages.append(
             {"role": "user", "content": [{"type": "video", "video": enc["frames"]}, {"type": "text", "text": text}]}
         )
@@ -159,32 +169,33 @@ class VideoAnswerer:
             extra = {"pixel_values_videos": enc["pixels"], "video_grid_thw": enc["grid"]}
             if "mm_token_type_ids" in batch:
                 extra["mm_token_type_ids"] = batch["mm_token_type_ids"].to(self.device)
-            if self.is_vamba and cfg.video_token_keep < 1:
-                extra["video_token_keep"] = cfg.video_token_keep
-        prefix = bench.response_prefix(cfg.scoring)
+            if self.is_vamba and self.cfg.video_token_keep < 1:
+                extra["video_token_keep"] = self.cfg.video_token_keep
+        prefix = bench.response_prefix(protocol)
         if prefix:
             ids = torch.cat(
                 [ids, self.processor.tokenizer(prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]],
                 dim=1,
             )
         ids = ids.to(self.device)
-        gen = dict(
-            max_new_tokens=cfg.max_new_tokens,
-            do_sample=cfg.do_sample,
-            pad_token_id=self.processor.tokenizer.pad_token_id,
-        )
-        if cfg.do_sample:
-            gen["temperature"] = cfg.temperature
-        gen.update(bench.generation_kwargs(cfg.scoring))  # e.g. HourVideo's release sampled at temperature 1
+        gen = self.settings.generation_kwargs()
+        stop = [self.processor.im_end_id, self.processor.tokenizer.eos_token_id]
         with torch.no_grad():
-            if self.is_vamba and "past_key_values" in extra and not gen.get("do_sample"):
-                new_ids = self._greedy(ids, extra["past_key_values"], cfg.max_new_tokens)
+            if self.is_vamba and "past_key_values" in extra and not gen["do_sample"] and self._plain_greedy():
+                new_ids = self._greedy(ids, extra["past_key_values"], gen["max_new_tokens"])
             else:
-                new_ids = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen)[
-                    0, ids.shape[1] :
-                ]
+                new_ids = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen,
+                                              pad_token_id=self.processor.tokenizer.pad_token_id,
+                                              eos_token_id=stop)[0, ids.shape[1]:]
         prompt = self.processor.render(messages, add_generation_prompt=True) + prefix
         return prompt, self.processor.decode(new_ids)
+
+    def _plain_greedy(self) -> bool:
+        """The fast greedy loop applies no logits processor: only when the checkpoint's generation config sets
+        none that greedy `generate` would apply."""
+        gc = getattr(self.model, "generation_config", None)
+        return gc is None or ((gc.repetition_penalty or 1.0) == 1.0 and not gc.no_repeat_ngram_size
+                              and not gc.bad_words_ids and not gc.suppress_tokens)
 
     def _greedy(self, ids: torch.Tensor, cache, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding on a forked video cache without `generate`'s per-call setup, which dominates for short
@@ -213,36 +224,21 @@ def _resolve(data_dir: Path, video: str) -> Path:
     return p if p.is_absolute() else data_dir / p
 
 
-def _read_subtitles(data_dir: Path, q) -> str | None:
-    if not q.subtitles:
-        return None
-    path = _resolve(data_dir, q.subtitles)
-    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-
-
 def _dist() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any]:
-    """Evaluate; returns the summary dict (rank 0; other ranks return {}). `model`/`processor` may be given."""
-    from .benchmarks import get_benchmark
+def _protocol(cfg: EvalConfig | Any) -> str:
+    """The protocol's name; the deprecated `scoring=` still works and wins, with a warning."""
+    if getattr(cfg, "scoring", None) is not None:
+        warnings.warn("`scoring=` is deprecated: use `protocol=` (same values)", DeprecationWarning, stacklevel=3)
+        logger.warning("`scoring=%s` is deprecated; using protocol=%s", cfg.scoring, cfg.scoring)
+        return check_protocol(cfg.scoring)
+    return check_protocol(cfg.protocol)
 
-    bench = get_benchmark(cfg.benchmark)
-    if cfg.scoring not in ("official", "release"):
-        raise ValueError(f"scoring must be 'official' or 'release', got {cfg.scoring!r}")
-    rank, world = _dist()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
 
-    data_dir = Path(cfg.data_dir)
-    questions = bench.load(data_dir, Path(cfg.annotation) if cfg.annotation else None)
+def _select(questions: list, cfg: EvalConfig | Any) -> tuple[OrderedDict[str, list], list[str]]:
+    """Questions grouped by video, and the videos to run (`max_videos` / `max_questions` applied)."""
     by_video: OrderedDict[str, list] = OrderedDict()
     for q in questions:
         by_video.setdefault(q.video, []).append(q)
@@ -256,9 +252,49 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
             n += len(by_video[v])
             kept.append(v)
         videos = kept
-    mine = videos[rank::world]
+    return by_video, videos
 
+
+def _check_resume(out: Path, run: dict[str, Any], rank: int) -> None:
+    """Results in `out` must come from the same protocol and settings; the first run writes `run.json`."""
+    path = out / "run.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        diff = sorted(k for k in set(before) | set(run) if before.get(k) != run.get(k))
+        if diff:
+            raise ValueError(f"{out} holds results of another run ({', '.join(f'{k}: {before.get(k)!r}' for k in diff)}"
+                             f"); use another output_dir or remove it")
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run, indent=2))
+
+
+def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any]:
+    """Evaluate; returns the summary dict (rank 0; other ranks return {}). `model`/`processor` may be given."""
+    from .benchmarks import get_benchmark
+
+    bench = get_benchmark(cfg.benchmark)
+    protocol = _protocol(cfg)
+    settings, overrides = resolve(bench.protocol_settings(protocol), cfg)
+    rank, world = _dist()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    data_dir = Path(cfg.data_dir)
+    questions = bench.load(data_dir, Path(cfg.annotation) if cfg.annotation else None)
+    by_video, videos = _select(questions, cfg)
     out = Path(cfg.output_dir)
+    frames = str(cfg.frames) if str(cfg.frames) == "auto" or cfg.fps else str(settings.frames)
+    run = {"benchmark": bench.name, "protocol": protocol, "model": str(cfg.model.path), "model_type": cfg.model.type,
+           **describe(settings, overrides), "frames": frames, "fps": cfg.fps, "video_token_keep": cfg.video_token_keep}
+    _check_resume(out, run, rank)
+    mine = videos[rank::world]
     results_path = out / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl")
     done = {r["qid"] for p in out.glob("results*.jsonl") for r in read_results(p)} if out.is_dir() else set()
     todo = [(v, [q for q in by_video[v] if q.qid not in done]) for v in mine]
@@ -266,7 +302,7 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     total = sum(len(qs) for _, qs in todo)
     if total and model is None:
         model, processor = load_model(cfg.model, device)
-    answerer = VideoAnswerer(model, processor, cfg, bench) if total else None
+    answerer = VideoAnswerer(model, processor, cfg, bench, protocol, settings) if total else None
 
     with (
         ResultsWriter(results_path) as writer,
@@ -279,20 +315,34 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
         torch.distributed.barrier()
     if rank != 0:
         return {}
-    records = [r for p in sorted(out.glob("results*.jsonl")) for r in read_results(p)]
-    wanted = {q.qid for v in videos for q in by_video[v]}
-    records = [r for r in records if r["qid"] in wanted]
-    summary = bench.aggregate(records, cfg.scoring, seed=cfg.seed)
+    return _report(bench, protocol, cfg, run, out, [q for v in videos for q in by_video[v]], questions, model)
+
+
+def _report(bench, protocol: str, cfg, run: dict[str, Any], out: Path, wanted: list, questions: list,
+            model) -> dict[str, Any]:
+    """Aggregate every rank's results (in annotation order, for the seeded random fallback) and write the report."""
+    order = {q.qid: i for i, q in enumerate(questions)}
+    ids = {q.qid for q in wanted}
+    records = [r for p in sorted(out.glob("results*.jsonl")) for r in read_results(p) if r["qid"] in ids]
+    records.sort(key=lambda r: order.get(r["qid"], len(order)))
+    summary = bench.aggregate(records, protocol, seed=cfg.seed)
     errors = [(r["qid"], r["error"]) for r in records if r.get("error")]
+    subtitle_counts: dict[str, int] = {}
+    for r in records:
+        if r.get("subtitles"):
+            subtitle_counts[r["subtitles"]] = subtitle_counts.get(r["subtitles"], 0) + 1
+    gc = getattr(model, "generation_config", None) if model is not None else None
     meta = {
-        "model": str(cfg.model.path),
-        "model_type": cfg.model.type,
-        "frames": str(cfg.frames),
-        "scoring": cfg.scoring,
-        "video_token_keep": cfg.video_token_keep,
+        **run,
+        "scoring": protocol,
         "encode_once": cfg.encode_once,
         "questions": len(records),
         "chance": 100.0 / len(bench.letters),
+        "system_prompt": bench.system_prompt(protocol),
+        "response_prefix": bench.response_prefix(protocol),
+        "subtitle_files": subtitle_counts,
+        "checkpoint_generation_config": {k: getattr(gc, k, None) for k in ("repetition_penalty", "temperature",
+                                                                             "top_p", "top_k")} if gc else None,
         "error_examples": errors[:20],
         "questions_per_s": _throughput(records),
     }
@@ -302,54 +352,68 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     return {**summary, "meta": meta}
 
 
+def _frames_key(q) -> tuple:
+    """Questions of one video share an encoding when these (the sampler's inputs) agree."""
+    return q.start, q.end, q.extra.get("frames_fps"), q.extra.get("duration")
+
+
+def _answer_one(answerer: VideoAnswerer, data_dir: Path, q, encoding) -> dict[str, Any]:
+    """Prompt, response, letter, error and subtitle status of one question (an error never raises)."""
+    bench, protocol = answerer.bench, answerer.protocol
+    out: dict[str, Any] = {"prompt": "", "response": "", "letter": None, "error": q.error, "subtitles": None}
+    if q.error:
+        return out
+    try:
+        enc = encoding(q)
+        subtitles = None
+        if answerer.settings.subtitles:
+            try:
+                subtitles = bench.subtitle_text(q, data_dir, enc["indices"], enc["fps"])
+                out["subtitles"] = "used" if subtitles else "none"
+            except SubtitleError as e:
+                logger.warning("%s: %s; answering without subtitles", q.qid, e)
+                out["subtitles"] = "unparsable"
+        out["prompt"], out["response"] = answerer.answer(q, enc, subtitles)
+        out["letter"] = bench.extract(out["response"], q, protocol)
+    except (_VideoError, AnnotationError) as e:
+        out["error"] = str(e)
+    return out
+
+
 def _answer_video(answerer: VideoAnswerer, data_dir: Path, video: str, qs: list, writer: ResultsWriter, bar) -> None:
-    """Answer the questions about one video. With `encode_once`, each clip window (the whole video, or a question's
-    start/end bounds, e.g. MVBench) is encoded once and shared by the questions that ask about it."""
+    """Answer the questions about one video. With `encode_once`, each frame selection (the whole video, or a
+    question's clip, e.g. MVBench) is encoded once and shared by the questions that ask about it."""
     from ..data.video import VideoReadError
 
     path = _resolve(data_dir, video)
-    encodings: dict[tuple, tuple[Any, str | None]] = {}  # clip window -> (encoding, error)
+    encodings: dict[tuple, tuple[Any, str | None]] = {}  # frame selection -> (encoding, error)
 
     def encoding(q) -> Any:
-        window = (q.start, q.end, q.extra.get("frames_fps"))
-        if window not in encodings:
-            try:  # ValueError here is a clip window the video cannot give (bounds past its end)
-                encodings[window] = (answerer.encode(answerer.load_frames(path, *window)), None)
+        key = _frames_key(q)
+        if key not in encodings:
+            try:  # ValueError here is a selection the video cannot give (bounds past its end)
+                encodings[key] = (answerer.encode(answerer.load_frames(path, q)), None)
+            except AnnotationError:  # a field the protocol's sampler needs: the question's error, not the video's
+                raise
             except (VideoReadError, FileNotFoundError, ValueError) as e:
-                encodings[window] = (None, f"video: {e}")
-        enc, error = encodings[window] if answerer.cfg.encode_once else encodings.pop(window)
+                encodings[key] = (None, f"video: {e}")
+        enc, error = encodings[key] if answerer.cfg.encode_once else encodings.pop(key)
         if error is not None:
             raise _VideoError(error)
         return enc
 
+    bench, protocol = answerer.bench, answerer.protocol
     for q in qs:
         t1 = time.perf_counter()
-        prompt = response = ""
-        letter, q_error = None, None
-        try:
-            q_enc = encoding(q)
-            prompt, response = answerer.answer(
-                q, q_enc, _read_subtitles(data_dir, q) if answerer.cfg.subtitles else None
-            )
-            letter = answerer.bench.extract(response, q, answerer.cfg.scoring)
-        except _VideoError as e:
-            q_error = str(e)
-        seconds = time.perf_counter() - t1  # the first question of a window also pays its encoding
-        writer.write(
-            {
-                "qid": q.qid,
-                "video": video,
-                "prompt": prompt,
-                "response": response,
-                "letter": letter,
-                "answer": q.answer,
-                "correct": letter is not None and letter == q.answer,
-                "categories": q.categories,
-                "num_options": len(q.options),
-                "error": q_error,
-                "time_s": round(seconds, 4),
-            }
-        )
+        res = _answer_one(answerer, data_dir, q, encoding)
+        gold = bench.gold(q, protocol)
+        writer.write({
+            "qid": q.qid, "video": video, "prompt": res["prompt"], "response": res["response"],
+            "letter": res["letter"], "answer": gold,
+            "correct": res["letter"] is not None and gold is not None and gold in res["letter"],
+            "categories": bench.categories_for(q, protocol), "num_options": len(q.options), "error": res["error"],
+            "subtitles": res["subtitles"], "time_s": round(time.perf_counter() - t1, 4),
+        })
         bar.update(1)
 
 

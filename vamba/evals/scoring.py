@@ -3,16 +3,19 @@
 Why shared: benchmarks differ only in a few choices (how an unparsed reply counts, pooled vs macro headline), and
 those choices move results by points, so they are made here once, by name, and each benchmark only names its own.
 
-Per-record verdict (a record has `qid`, `letter` (str | None), `answer` (gold letter | None), `categories`,
-`error` (str | None)):
+Per-record verdict (a record has `qid`, `letter` (the letters the reply counts as, or None), `answer` (gold letter
+| None), `categories`, `error` (str | None)):
 
-- `answer` None: *unscored* (hidden or unrecoverable gold); counted in `unscored`, in no denominator;
-- `error` set (no reply: missing video, decoding or generation failure): *wrong* under every policy, counted in
-  `errors`, so infrastructure failures always lower the score visibly instead of vanishing from a denominator;
+- `error` set (no reply: a record that did not load, a missing video, a decoding or generation failure): *wrong*
+  under every policy, counted in `errors`, so failures always lower the score visibly instead of vanishing;
+- `answer` None: *unscored* (hidden gold, e.g. a test split); counted in `unscored`, in no denominator;
 - `letter` None: *unparsed*, counted in `unparsed`, then per policy: ``wrong``; ``exclude`` (left out of every
-  denominator, Video-MME's official rule); ``random`` (a random option, LongVideoBench's official rule), drawn from
-  `random.Random(f"{seed}/{qid}")` so it is reproducible and independent of record order;
-- otherwise correct iff `letter == answer`.
+  denominator, Video-MME's official rule); ``random`` (a random option of the question: LongVideoBench's scorer and
+  lmms-eval's NExT-QA parser call Python's `random.choice` once per failed reply, in dataset order, from one seeded
+  stream; here one `random.Random(seed)` stream is drawn from for the unparsed records in the order given, which
+  callers keep in annotation order);
+- otherwise correct iff the gold letter is among the reply's letters (one letter for every rule except MVBench's
+  official check, which can accept several; `vamba.evals.answer`).
 
 Categories are multi-label: a question counts once in every category of every group it lists. Accuracies are
 percentages; an empty block reads 0.0 with total 0. Records are keyed by `qid`: a later record for the same
@@ -47,11 +50,6 @@ class Tally:
         return {"accuracy": self.accuracy, "correct": self.correct, "total": self.total}
 
 
-def random_letter(qid: str, num_options: int, seed: int = 0, letters: str = "ABCDEFGHIJ") -> str:
-    """The seeded random option used on a failed extraction: same seed and question -> same letter."""
-    return random.Random(f"{seed}/{qid}").choice(letters[:num_options])
-
-
 def _num_options(record: dict[str, Any], letters: str) -> int:
     if record.get("options"):
         return len(record["options"])
@@ -60,21 +58,23 @@ def _num_options(record: dict[str, Any], letters: str) -> int:
     return len(letters)
 
 
-def verdict(record: dict[str, Any], unparsed: str = "wrong", seed: int = 0, letters: str = "ABCD") -> bool | None:
-    """True / False for a counted record, None for one left out of the denominators (unscored or excluded)."""
-    if record.get("answer") is None:
-        return None
+def verdict(record: dict[str, Any], unparsed: str = "wrong", rng: random.Random | None = None,
+            letters: str = "ABCD") -> bool | None:
+    """True / False for a counted record, None for one left out of the denominators (unscored or excluded).
+    `rng` is the stream the ``random`` policy draws from (one draw per unparsed record)."""
     if record.get("error"):
         return False
+    if record.get("answer") is None:
+        return None
     letter = record.get("letter")
     if letter is None:
         if unparsed == "exclude":
             return None
         if unparsed == "random":
-            letter = random_letter(str(record["qid"]), _num_options(record, letters), seed, letters)
+            letter = (rng or random.Random(0)).choice(letters[: _num_options(record, letters)])
         else:
             return False
-    return letter == record["answer"]
+    return record["answer"] in letter
 
 
 def latest_by_qid(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -92,7 +92,7 @@ def macro_mean(blocks: dict[str, dict[str, Any]]) -> float:
 
 
 def summarize(records: list[dict[str, Any]], *, benchmark: str, scoring: str, rule: str, unparsed: str = "wrong",
-              headline: str = "pooled", seed: int = 0, letters: str = "ABCD") -> dict[str, Any]:
+              headline: str = "pooled", rng: random.Random | None = None, letters: str = "ABCD") -> dict[str, Any]:
     """The aggregate dict every benchmark returns (see `vamba.evals.types.Benchmark.aggregate`).
 
     `headline` is 'pooled' (overall accuracy) or a group name whose categories are macro-averaged.
@@ -102,15 +102,16 @@ def summarize(records: list[dict[str, Any]], *, benchmark: str, scoring: str, ru
     overall = Tally()
     groups: dict[str, dict[str, Tally]] = {}
     n_unparsed = n_errors = n_unscored = 0
+    rng = rng or random.Random(0)
     for r in latest_by_qid(records):
-        if r.get("answer") is None:
-            n_unscored += 1
-            continue
         if r.get("error"):
             n_errors += 1
+        elif r.get("answer") is None:
+            n_unscored += 1
+            continue
         elif r.get("letter") is None:
             n_unparsed += 1
-        ok = verdict(r, unparsed, seed, letters)
+        ok = verdict(r, unparsed, rng, letters)
         # A category is listed even when all of its questions are excluded, so the report shows it (total 0).
         for group, cats in (r.get("categories") or {}).items():
             for cat in cats:
@@ -127,6 +128,7 @@ def summarize(records: list[dict[str, Any]], *, benchmark: str, scoring: str, ru
     return {
         "benchmark": benchmark,
         "scoring": scoring,
+        "protocol": scoring,
         "rule": rule,
         "headline": value,
         "overall": overall.block(),

@@ -1,28 +1,30 @@
 """The benchmark interface: one `Question` type for every benchmark, and the `Benchmark` base class.
 
 Why one type: the runner, the results file and the scorer must not know which benchmark they serve. Each benchmark
-module turns its own annotation format (FORMATS.md) into `Question`s and declares, as class attributes, which
-answer-extraction rule and which aggregation its *official* protocol uses; the base class does the rest, so a
-benchmark module stays small and two benchmarks never disagree on how a shared step (letters, release rule,
-pooled accuracy) is done.
+module turns its own annotation format (FORMATS.md) into `Question`s and declares what its two protocols fix
+(`vamba.evals.protocol`): per protocol the input settings, the prompt (system prompt, user text, answer priming),
+the gold letter, the answer rule, how an unparsed reply counts and the headline aggregation. The base class does the
+rest, so a benchmark module stays small and two benchmarks never disagree on a shared step.
 
-Two scorings exist for every benchmark:
-
-- ``official``: the benchmark's own protocol (its prompt, extractor and headline aggregation, FORMATS.md);
-- ``release``: the Vamba release's protocol (its prompt where FORMATS.md gives it, the release extractor, pooled
-  accuracy with unparsed answers counted wrong), so numbers compare with the paper.
+- ``official``: the benchmark's own evaluation (PROTOCOLS.md, "Official");
+- ``release``: the Vamba release's evaluation, byte for byte (PROTOCOLS.md, "Release"): the prompt of its script for
+  that benchmark, the release answer rule, pooled accuracy with unparsed replies counted wrong.
 
 Paths: `Question.video` / `Question.subtitles` are relative to the benchmark's *data dir* (they include
 `Benchmark.video_root`) or absolute. Loaders never check that videos exist (the runner records a missing video per
 question); they only use the file system to pick between documented layout variants.
 
-Malformed annotation files raise `AnnotationError` naming the file and the line or record.
+A malformed annotation *file* raises `AnnotationError` naming the file and the line or record. A malformed *record*
+(a field missing or invalid) becomes a question with `error` set, naming file, record and field: the runner writes
+it as an error (wrong, listed in the report) and the run goes on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,27 +32,33 @@ from typing import Any
 from vamba.data.annotations import AnnotationError, read_jsonl
 from vamba.evals import answer as answer_rules
 from vamba.evals import scoring as scoring_lib
+from vamba.evals.protocol import PROTOCOLS, Settings, check_protocol
 
 logger = logging.getLogger(__name__)
 
-SCORINGS: tuple[str, ...] = ("official", "release")
-#: Vamba's instruction head, shared by its LVBench / HourVideo / Video-MME scripts.
+#: Kept for callers of the old name (`scoring=` is now `protocol=`).
+SCORINGS = PROTOCOLS
+#: Vamba's instruction head, shared by its evaluation scripts.
 VAMBA_HEAD = "Select the best answer to the following multiple-choice question based on the video."
+#: The release's instruction tail for four options (its scripts write the letter list literally).
+RESPOND_ABCD = "Respond with only the letter (A, B, C, or D) of the correct option."
+#: The gold letter of a question whose answer text matches no candidate: never equal to a reply's letter.
+NO_GOLD = "@"
 
-__all__ = ["SCORINGS", "VAMBA_HEAD", "AnnotationError", "Benchmark", "Question", "answer_from_text", "check_scoring",
-           "check_unique", "letter_list", "load_warnings", "option_lines", "read_json", "read_json_lenient",
-           "read_jsonl", "require", "vamba_prompt", "warn"]
+__all__ = ["NO_GOLD", "drop_odd", "PROTOCOLS", "RESPOND_ABCD", "SCORINGS", "VAMBA_HEAD", "AnnotationError", "Benchmark",
+           "Question", "check_scoring", "check_unique", "gold_from_text", "letter_list", "load_warnings",
+           "option_lines", "read_json", "read_json_lenient", "read_jsonl", "require", "warn"]
 
 
 @dataclass
 class Question:
     """One multiple-choice question, benchmark-independent.
 
-    `question` has no options in it and `options` have no letters: prompts re-render both, so a benchmark's
-    official layout and the release layout come from the same parsed data. `answer` is the gold letter, or None
-    when hidden (test splits) or unrecoverable (a loader warning in `extra["load_warning"]`); such questions are
-    answered but not scored. `categories` maps every grouping the benchmark reports to this question's labels
-    (a list: LVBench questions are multi-label and count in each of their categories).
+    `question` has no options in it and `options` have no letters: prompts re-render both (a benchmark keeps the
+    file's own text in `extra` where a protocol shows it verbatim). `answer` is the gold letter, or None when hidden
+    (test splits); benchmarks whose gold is an option TEXT derive the letter per protocol (`Benchmark.gold`).
+    `categories` maps every grouping the benchmark reports to this question's labels (a list: LVBench questions are
+    multi-label and count in each of their categories). `error` marks a record that could not be loaded.
     """
 
     qid: str
@@ -63,6 +71,7 @@ class Question:
     end: float | None = None
     subtitles: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
 
 def load_warnings(questions: list[Question]) -> list[str]:
@@ -147,19 +156,12 @@ def check_unique(questions: list[Question], where: str) -> None:
         seen.add(q.qid)
 
 
-def answer_from_text(answer: str, options: list[str], letters: str) -> tuple[str | None, str | None]:
-    """(letter, warning) for a gold answer given as option TEXT (MLVU, MVBench).
-
-    The candidate equal to it; else the one candidate equal ignoring case and whitespace; else (None, warning): the
-    question is still answered but cannot be scored, which is a data problem of one question, not of the file.
-    """
-    if answer in options:
-        return letters[options.index(answer)], None
-    norm = " ".join(answer.split()).lower()
-    loose = [k for k, o in enumerate(options) if " ".join(o.split()).lower() == norm]
-    if len(loose) == 1:
-        return letters[loose[0]], None
-    return None, f"answer {answer!r} matches no candidate (or several, ignoring case); question not scored"
+def gold_from_text(answer: str, options: list[str], last: bool) -> str:
+    """The gold letter of an answer given as option TEXT (MLVU, MVBench): the candidate exactly equal to it (the
+    first or the `last` of equal ones: the official MLVU/MVBench loops keep the last, the release's MLVU script the
+    first), or `NO_GOLD` when none is equal (counted, never correct, as in both)."""
+    hits = [k for k, o in enumerate(options) if o == answer]
+    return answer_rules.LETTERS[hits[-1] if last else hits[0]] if hits else NO_GOLD
 
 
 def warn(extra: dict[str, Any], where: str, warning: str | None) -> dict[str, Any]:
@@ -191,38 +193,40 @@ def option_lines(options: list[str], style: str = "dot", sep: str = "\n") -> str
     raise ValueError(f"unknown option style {style!r}")
 
 
-def vamba_prompt(q: Question, letters: str) -> str:
-    """Vamba's per-line layout (its HourVideo script; used where FORMATS.md gives no other Vamba text)."""
-    return (f"{VAMBA_HEAD}\n{q.question}\n{option_lines(q.options)}\n"
-            f"Respond with only the letter ({letter_list(letters)}) of the correct option.")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Benchmark
 
 
+def drop_odd(indices: Any) -> Any:
+    """The released model's processor pairs frames and drops the last of an odd count."""
+    return indices[: len(indices) - len(indices) % 2]
+
+
 class Benchmark:
-    """Base class: a benchmark module subclasses it, overrides `load` and `official_prompt`, sets the attributes.
+    """Base class: a benchmark module subclasses it, overrides `load`, the two prompts, and sets the attributes.
 
-    Official protocol attributes (the release protocol is fixed: release extractor, pooled, unparsed = wrong):
-
-    - `official_rule`: a rule name of `vamba.evals.answer.RULES`;
-    - `official_text_fallback`: if the rule finds no letter, accept a response naming exactly one option's text;
-    - `official_unparsed`: 'wrong' | 'exclude' (drop from the denominator) | 'random' (seeded random option);
-    - `official_headline`: 'pooled', or the name of a category group whose per-category accuracies are averaged
-      with equal weight (macro mean, e.g. MLVU's M-Avg over tasks);
-    - `official_rule_text`: a human-readable description of the above for the report.
+    - `settings`: protocol -> `Settings` (frames, sampler, pre-resize, generation);
+    - `official_system` / `official_priming`: the official system prompt and the text the reply is primed with
+      (the release has neither: the qwen2 default system prompt, no priming);
+    - `official_rule`: a rule of `vamba.evals.answer.RULES` (the release protocol always uses ``release``);
+    - `official_unparsed`: 'wrong' | 'exclude' (left out of the denominator) | 'random' (a random option);
+    - `official_headline`: 'pooled', or a category group whose accuracies are averaged with equal weight;
+    - `official_rule_text` / `release_note`: what the report says of each protocol (the note states where the
+      release departs from the official evaluation).
     """
 
     name: str = ""
     default_annotation: str = ""
     video_root: str = ""
     letters: str = "ABCD"
-    official_rule: str = "lmms"
-    official_text_fallback: bool = False
+    settings: dict[str, Settings] = {}
+    official_system: str | None = None
+    official_priming: str = ""
+    official_rule: str = "release"
     official_unparsed: str = "wrong"
     official_headline: str = "pooled"
     official_rule_text: str = ""
+    release_note: str = ""
 
     # --- loading -------------------------------------------------------------------------------------------
     def annotation_path(self, data_dir: Path, annotation: Path | None = None) -> Path:
@@ -239,76 +243,108 @@ class Benchmark:
         """Parse the annotation file(s) into questions (AnnotationError on a malformed file)."""
         raise NotImplementedError
 
+    @staticmethod
+    def broken(qid: str, error: Exception | str, video: str = "") -> Question:
+        """The question of a record that could not be loaded (the runner writes it as an error)."""
+        logger.warning("%s", error)
+        return Question(qid=qid, video=video, question="", options=[], answer=None, categories={}, error=str(error))
+
+    # --- protocol settings ---------------------------------------------------------------------------------
+    def protocol_settings(self, protocol: str) -> Settings:
+        return self.settings[check_protocol(protocol)]
+
+    def sampler(self, q: Question, settings: Settings, frames: int) -> Callable[[int, float], Any] | None:
+        """The benchmark's own frame sampler `(num_total_frames, fps) -> indices` for `settings.sampler`, or None
+        for the video loader's own modes (``linspace``: the release's; ``uniform``). Raises AnnotationError when
+        the question lacks a field the sampler needs."""
+        if settings.sampler not in ("linspace", "uniform"):
+            raise NotImplementedError(f"{self.name} has no {settings.sampler!r} sampler")
+        return None
+
+    def video_kwargs(self, q: Question, settings: Settings) -> dict[str, Any]:
+        """Keyword arguments for `vamba.data.video.load_video` beyond size bounds (sampler, pre-resize, window)."""
+        sampler = self.sampler(q, settings, settings.frames)
+        if sampler is None:
+            kwargs: dict[str, Any] = {"sample": settings.sampler, "num_frames": settings.frames}
+        else:
+            kwargs = {"sampler": lambda total, fps: drop_odd(sampler(total, fps))}
+        if settings.longest_edge:
+            kwargs["pre_resize"] = (settings.longest_edge, settings.shortest_edge)
+        return kwargs
+
+    def subtitle_text(self, q: Question, data_dir: Path, indices: Any, fps: float) -> str | None:
+        """The subtitle text the protocol feeds with these frames, or None (no subtitle file for this question).
+        Raises `vamba.evals.subtitles.SubtitleError` for a file that does not parse."""
+        return None
+
     # --- prompting -----------------------------------------------------------------------------------------
     def letters_for(self, q: Question) -> str:
-        """The letters valid for this question (MVBench has 2-5 options, LongVideoBench 4-5)."""
+        """The letters valid for this question (MVBench has 1-5 options, LongVideoBench 4-5)."""
         return self.letters[: len(q.options)] if q.options else self.letters
 
-    def prompt(self, q: Question, scoring: str = "official", subtitles: str | None = None) -> str:
-        """The user text that follows the video."""
-        check_scoring(scoring)
-        if scoring == "release":
-            return self.release_prompt(q)
-        return self.official_prompt(q, subtitles)
+    def prompt(self, q: Question, protocol: str = "official", subtitles: str | None = None) -> str:
+        """The user text that follows the video; `subtitles` (already formatted lines) go before it."""
+        body = self.release_prompt(q) if check_protocol(protocol) == "release" else self.official_prompt(q)
+        return self.subtitle_block(subtitles) + body if subtitles else body
 
-    def official_prompt(self, q: Question, subtitles: str | None = None) -> str:
+    def subtitle_block(self, subtitles: str) -> str:
+        """How subtitle lines precede the prompt (benchmarks with subtitles override)."""
+        return f"{subtitles}\n"
+
+    def official_prompt(self, q: Question) -> str:
         raise NotImplementedError
 
     def release_prompt(self, q: Question) -> str:
-        """Vamba's prompt; benchmarks whose Vamba script used another layout override this."""
-        return vamba_prompt(q, self.letters_for(q))
+        raise NotImplementedError
 
-    def system_prompt(self, scoring: str = "official") -> str | None:
-        """A system message, where the official protocol has one (MLVU, MVBench)."""
-        check_scoring(scoring)
-        return None
+    def system_prompt(self, protocol: str = "official") -> str | None:
+        """A system message replacing the chat template's default one (official MLVU, MVBench), or None."""
+        return self.official_system if check_protocol(protocol) == "official" else None
 
-    def response_prefix(self, scoring: str = "official") -> str:
+    def response_prefix(self, protocol: str = "official") -> str:
         """Text the assistant reply is primed with ('' for none); the model continues after it."""
-        check_scoring(scoring)
-        return ""
-
-    def generation_kwargs(self, scoring: str = "official") -> dict[str, Any]:
-        """Sampling settings of the protocol (Vamba decodes greedily except on HourVideo)."""
-        check_scoring(scoring)
-        return {"do_sample": False}
+        return self.official_priming if check_protocol(protocol) == "official" else ""
 
     # --- scoring -------------------------------------------------------------------------------------------
-    def rule(self, scoring: str) -> str:
-        check_scoring(scoring)
-        return "release" if scoring == "release" else self.official_rule
+    def gold(self, q: Question, protocol: str) -> str | None:
+        """The gold letter under the protocol (benchmarks whose gold is option text override)."""
+        return q.answer
 
-    def extract(self, response: str, q: Question, scoring: str = "official") -> str | None:
-        """The answered letter, or None. `response` is the model's continuation after `response_prefix`; a
-        response that still starts with the prefix has it removed first."""
+    def categories_for(self, q: Question, protocol: str) -> dict[str, list[str]]:
+        """The category groups the protocol reports (NExT-QA's official table merges TP into TN)."""
+        return q.categories
+
+    def rule(self, protocol: str) -> str:
+        return "release" if check_protocol(protocol) == "release" else self.official_rule
+
+    def extract(self, response: str | None, q: Question, protocol: str = "official") -> str | None:
+        """The letter(s) the reply gives under the protocol's rule, or None. `response` is the model's continuation
+        after `response_prefix`; a response that repeats the prefix has it removed first."""
         if response is None:
             return None
-        prefix = self.response_prefix(scoring)
+        prefix = self.response_prefix(protocol)
         if prefix and response.lstrip().startswith(prefix):
             response = response.lstrip()[len(prefix):]
-        letters = self.letters_for(q)
-        letter = answer_rules.extract_letter(response, letters, self.rule(scoring))
-        if letter is None and scoring == "official" and self.official_text_fallback:
-            letter = answer_rules.match_option_text(response, q.options)
-        return letter
+        return answer_rules.extract_letter(response, self.letters_for(q), self.rule(protocol), q.options)
 
-    def aggregate(self, records: list[dict[str, Any]], scoring: str = "official", seed: int = 0) -> dict[str, Any]:
-        """Accuracy summary of per-question records (`qid`, `letter`, `answer`, `categories`, `error`; `options`
-        or `num_options` when the random fallback needs the option count)."""
-        check_scoring(scoring)
-        if scoring == "release":
+    def aggregate(self, records: list[dict[str, Any]], protocol: str = "official", seed: int = 0) -> dict[str, Any]:
+        """Accuracy summary of per-question records (`qid`, `letter`, `answer`, `categories`, `error`, and
+        `num_options` where a random draw needs the option count), given in annotation order."""
+        if check_protocol(protocol) == "release":
             unparsed, headline = "wrong", "pooled"
-            rule = ("Vamba release: letter after the last 'the answer is' / 'answer:' / 'the option is', first "
-                    "alphabetic character; unparsed and errors count wrong; pooled accuracy")
+            rule = ("Vamba release: lower-cased reply, text after the last 'the answer is' / 'answer:' / 'the option "
+                    "is', its first letter; unparsed and errors count wrong; pooled accuracy")
+            if self.release_note:
+                rule += f". Departs from the official evaluation: {self.release_note}"
         else:
             unparsed, headline, rule = self.official_unparsed, self.official_headline, self.official_rule_text
-        return scoring_lib.summarize(records, benchmark=self.name, scoring=scoring, rule=rule, unparsed=unparsed,
-                                     headline=headline, seed=seed, letters=self.letters)
+        return scoring_lib.summarize(records, benchmark=self.name, scoring=protocol, rule=rule, unparsed=unparsed,
+                                     headline=headline, rng=random.Random(seed), letters=self.letters)
 
     def __repr__(self) -> str:
         return f"<Benchmark {self.name}>"
 
 
 def check_scoring(scoring: str) -> None:
-    if scoring not in SCORINGS:
-        raise ValueError(f"unknown scoring {scoring!r}; expected one of {', '.join(SCORINGS)}")
+    """Kept for callers of the old name: `vamba.evals.protocol.check_protocol`."""
+    check_protocol(scoring)

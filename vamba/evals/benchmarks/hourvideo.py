@@ -6,10 +6,10 @@ component is the task family), `question`, `mcq_test` ("A. ..\\nB. .." lines), `
 `correct_answer_label`. Options come from `answer_1..5`, else are parsed from `mcq_test`. Question ids are
 "<video_uid>/<qid>" (the file's `qid` is kept in `extra["qid"]`), unique without assuming the file's qids are.
 
-Videos: `videos/<video_uid>.mp4`. Prompt (both scorings): Vamba's HourVideo prompt with `mcq_test` verbatim, as the
-release and the official baselines show it (image-option tasks therefore get text only). Official scoring: the
-reply's first character vs `correct_answer_label`, headline correct/total (pooled). Release: Vamba samples
-(do_sample=True, temperature=1), see `generation_kwargs`.
+Videos: `videos/<video_uid>.mp4`. Prompt (both protocols): the release's, with `mcq_test` verbatim; the official
+grouped JSON prompt lives only in the HF dataset, so the official protocol is an analogue: one question at a time,
+the reply's first character vs `correct_answer_label`, pooled. Release: 128 frames, longest edge 360, sampled
+decoding (temperature 1, top_p 0.9, no top-k; no seed is set there, so runs cannot be reproduced exactly).
 """
 
 from __future__ import annotations
@@ -18,17 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vamba.evals.types import (
-    VAMBA_HEAD,
-    AnnotationError,
-    Benchmark,
-    Question,
-    check_unique,
-    letter_list,
-    option_lines,
-    read_json,
-    require,
-)
+from vamba.evals.protocol import Settings
+from vamba.evals.types import VAMBA_HEAD, AnnotationError, Benchmark, Question, check_unique, read_json, require
 
 _MCQ_LINE = re.compile(r"^\s*([A-E])[.)]\s*(.*)$")
 
@@ -38,9 +29,13 @@ class HourVideo(Benchmark):
     default_annotation = "v1.0_release/json/dev_v1.0_annotations.json"
     video_root = "videos"
     letters = "ABCDE"
+    settings = {"official": Settings(128, longest_edge=360),
+                "release": Settings(128, longest_edge=360, do_sample=True, temperature=1.0, top_p=0.9, top_k=0)}
     official_rule = "first_char"
-    official_rule_text = ("HourVideo official: the reply's first character vs correct_answer_label; unparsed and "
-                          "errors wrong; headline = correct/total over all questions (pooled)")
+    official_rule_text = ("HourVideo official (analogue): the reply's first character vs correct_answer_label; "
+                          "unparsed and errors wrong; headline = correct/total over all questions (pooled)")
+    release_note = ("one question per call with the whole video, text-only options for the image tasks, sampled "
+                    "decoding (official baselines: grouped JSON prompts, trimmed video and option images)")
 
     def load(self, data_dir: Path, annotation: Path | None = None) -> list[Question]:
         path = self.annotation_path(data_dir, annotation)
@@ -51,24 +46,33 @@ class HourVideo(Benchmark):
             raise AnnotationError(f"{path}: expected an object keyed by video_uid, got {type(data).__name__}")
         questions = []
         for uid, entry in data.items():
-            require(entry, ("benchmark_dataset",), f"{path} video {uid}")
-            for i, mcq in enumerate(entry["benchmark_dataset"]):
+            mcqs = entry.get("benchmark_dataset") if isinstance(entry, dict) else None
+            if not isinstance(mcqs, list):
+                questions.append(self.broken(f"{uid}/?", f"{path} video {uid}: missing field(s) benchmark_dataset"))
+                continue
+            for i, mcq in enumerate(mcqs):
                 where = f"{path} video {uid} question {i}"
-                require(mcq, ("qid", "task", "question", "correct_answer_label"), where)
-                options = self._options(mcq, where)
-                answer = str(mcq["correct_answer_label"]).strip()
-                if answer not in self.letters[: len(options)]:
-                    raise AnnotationError(f"{where}: correct_answer_label {answer!r} is not an option letter")
-                task = str(mcq["task"])
-                questions.append(Question(
-                    qid=f"{uid}/{mcq['qid']}", video=f"{self.video_root}/{uid}.mp4", question=mcq["question"],
-                    options=options, answer=answer,
-                    categories={"task_family": [task.split("/")[0]], "task": [task]},
-                    extra={"qid": mcq["qid"], "mcq_test": mcq.get("mcq_test"),
-                           "relevant_timestamps": mcq.get("relevant_timestamps"),
-                           "duration_in_seconds": (entry.get("video_metadata") or {}).get("duration_in_seconds")}))
+                try:
+                    questions.append(self._question(mcq, uid, entry, where))
+                except AnnotationError as e:
+                    qid = mcq.get("qid", f"#{i}") if isinstance(mcq, dict) else f"#{i}"
+                    questions.append(self.broken(f"{uid}/{qid}", e, f"{self.video_root}/{uid}.mp4"))
         check_unique(questions, str(path))
         return questions
+
+    def _question(self, mcq: Any, uid: str, entry: dict, where: str) -> Question:
+        require(mcq, ("qid", "task", "question", "correct_answer_label"), where)
+        options = self._options(mcq, where)
+        answer = str(mcq["correct_answer_label"]).strip()
+        if answer not in self.letters[: len(options)]:
+            raise AnnotationError(f"{where}: field 'correct_answer_label' {answer!r} is not an option letter")
+        task = str(mcq["task"])
+        return Question(
+            qid=f"{uid}/{mcq['qid']}", video=f"{self.video_root}/{uid}.mp4", question=mcq["question"],
+            options=options, answer=answer, categories={"task_family": [task.split("/")[0]], "task": [task]},
+            extra={"qid": mcq["qid"], "mcq_test": mcq.get("mcq_test"),
+                   "relevant_timestamps": mcq.get("relevant_timestamps"),
+                   "duration_in_seconds": (entry.get("video_metadata") or {}).get("duration_in_seconds")})
 
     @staticmethod
     def _options(mcq: dict[str, Any], where: str) -> list[str]:
@@ -81,19 +85,15 @@ class HourVideo(Benchmark):
         return [m.group(2) for m in lines]
 
     def _prompt(self, q: Question) -> str:
-        options = q.extra.get("mcq_test") or option_lines(q.options)
+        options = q.extra.get("mcq_test") or "\n".join(f"{self.letters[k]}. {o}" for k, o in enumerate(q.options))
         return (f"{VAMBA_HEAD}\n{q.question}\n{options}\n"
-                f"Respond with only the letter ({letter_list(self.letters_for(q))}) of the correct option.")
+                "Respond with only the letter (A, B, C, D, or E) of the correct option.")
 
-    def official_prompt(self, q: Question, subtitles: str | None = None) -> str:
+    def official_prompt(self, q: Question) -> str:
         return self._prompt(q)
 
     def release_prompt(self, q: Question) -> str:
         return self._prompt(q)
-
-    def generation_kwargs(self, scoring: str = "official") -> dict[str, Any]:
-        kwargs = super().generation_kwargs(scoring)
-        return {"do_sample": True, "temperature": 1.0} if scoring == "release" else kwargs
 
 
 BENCHMARK = HourVideo()

@@ -1,32 +1,38 @@
-"""MVBench: 20 short-video tasks x 200 questions, 2-5 candidates; headline Avg over tasks.
+"""MVBench: 20 short-video tasks x 200 questions, 1-5 candidates; headline Avg = pooled accuracy.
 
 Files `json/<task>.json` (the default annotation is the `json` folder: every `*.json` in it, sorted; a single file
 may be given). Each is a list of {`video`, `question`, `candidates`, `answer` (the correct candidate's text),
-`start`/`end` (seconds, bounded tasks only)}. The answer text is mapped to a letter as for MLVU
-(`types.answer_from_text`; no match -> `answer=None` with a loader warning).
+`start`/`end` (seconds)}. The gold letter is that of the LAST candidate equal to `answer` (both protocols: the
+official loop does not break, and the release uses the official loader), or "@" when none is (counted, never right).
+A question with fewer candidates than its task's usual count loads and is scored like any other.
 
 Videos: `video/<source folder>/<video>` with the source folder of each task in the official evaluation
-(`TASK_DIRS`; an unknown task reads `video/<video>`). Bounded tasks: the runner samples the frames only from
-[start, end] (`load_video(start=, end=)`, frames round(start * fps) .. round(end * fps), as MVBench's loader),
-and encodes each window once. Episodic Reasoning points at 3-fps frame folders (1-based frame files):
-`extra["frames_fps"] = 3` makes the runner read the folder as a 3-fps video (`load_video(folder_fps=3)`).
+(`TASK_DIRS`; an unknown task reads `video/<video>`). Frames: the official loader's `get_index` (`notebook_indices`)
+in both protocols, over `start`/`end` only for the five tasks whose official loader uses them (`BOUNDED`), the
+rest over the whole video. Episodic Reasoning reads 3-fps frame folders whose files are numbered from 1
+(`00001.jpg`); they are not pre-resized by the release.
 
-Official: MVBench's system prompt, "Question/Options/(A) .." prompt, reply primed with "Best option:("; the first
-token must be the letter. Headline Avg = unweighted mean over the tasks of their accuracies; with the official 200
-questions per task it equals the pooled accuracy (also reported as `overall`). Release: Vamba's per-line layout.
+Official: the notebook's system prompt (ending in a newline, and also starting the user text: `system_llm=True`),
+"Question/Options/(A) .." text, reply primed with "Best option:(", its `check_ans` (`mvbench` rule: an empty reply is
+right); Avg = pooled correct / total. Release: 512 frames, longest edge 480 for video files, no system prompt or
+priming, "A. .." lines and "Answer with the option's letter from the given choices directly.", the release rule.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from vamba.evals.benchmarks.mlvu import paren_options_prompt
+from vamba.evals.protocol import Settings
 from vamba.evals.types import (
     AnnotationError,
     Benchmark,
     Question,
-    answer_from_text,
     check_unique,
-    option_lines,
+    gold_from_text,
     read_json,
     require,
     warn,
@@ -45,7 +51,24 @@ TASK_DIRS: dict[str, str] = {
     "egocentric_navigation": "vlnqa", "episodic_reasoning": "tvqa/frames_fps3_hq",
     "counterfactual_inference": "clevrer/video_validation",
 }
+#: The tasks whose official loader reads only [start, end].
+BOUNDED = frozenset({"action_sequence", "action_prediction", "object_interaction", "action_localization",
+                     "episodic_reasoning"})
 FRAME_TASKS = {"episodic_reasoning": 3}
+SYSTEM = ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement "
+          "of objects, and the action and pose of persons. Based on your observations, select the best option that "
+          "accurately addresses the question.\n")
+
+
+def notebook_indices(bound: tuple[float, float] | None, fps: float, max_frame: int, first_idx: int,
+                     num_segments: int) -> np.ndarray:
+    """The official loader's `get_index`: start = max(first_idx, round(start * fps)), end = min(round(end * fps),
+    max_frame), seg = (end - start) / n, index i = int(start + seg / 2 + round(seg * i)) (whole video: no bound)."""
+    start, end = bound if bound else (-100000, 100000)
+    start_idx = max(first_idx, round(start * fps))
+    end_idx = min(round(end * fps), max_frame)
+    seg = float(end_idx - start_idx) / num_segments
+    return np.array([int(start_idx + seg / 2 + np.round(seg * i)) for i in range(num_segments)], dtype=np.int64)
 
 
 class MVBench(Benchmark):
@@ -53,10 +76,16 @@ class MVBench(Benchmark):
     default_annotation = "json"
     video_root = "video"
     letters = "ABCDE"
+    settings = {"official": Settings(512, sampler="mvbench", max_new_tokens=100),
+                "release": Settings(512, sampler="mvbench")}
+    official_system = SYSTEM
+    official_priming = "Best option:("
     official_rule = "mvbench"
-    official_headline = "task"
-    official_rule_text = ("MVBench official: first token of the reply (primed with 'Best option:(') is the letter; "
-                          "unparsed and errors wrong; headline Avg = unweighted mean of the task accuracies")
+    official_rule_text = ("MVBench official: check_ans on '(' + the reply's first line (primed with 'Best option:('): "
+                          "its first token without dots inside '(x)' or containing it; an empty reply is right; "
+                          "errors wrong; headline Avg = pooled accuracy (also per task)")
+    release_note = ("no system prompt or priming, 'A.' option lines and the release rule (an empty reply is wrong, "
+                    "official: right)")
 
     def load(self, data_dir: Path, annotation: Path | None = None) -> list[Question]:
         path = self.annotation_path(data_dir, annotation)
@@ -68,40 +97,53 @@ class MVBench(Benchmark):
             rows = read_json(file)
             if not isinstance(rows, list):
                 raise AnnotationError(f"{file}: expected a JSON list of questions, got {type(rows).__name__}")
-            task = file.stem
-            folder = TASK_DIRS.get(task)
             for i, row in enumerate(rows):
-                where = f"{file} record {i}"
-                require(row, ("video", "question", "candidates", "answer"), where)
-                options = row["candidates"]
-                if not isinstance(options, list) or not 2 <= len(options) <= len(self.letters):
-                    raise AnnotationError(f"{where}: 'candidates' must be a list of 2-{len(self.letters)} strings")
-                options = [str(o) for o in options]
-                answer, warning = answer_from_text(str(row["answer"]), options, self.letters)
-                video = f"{self.video_root}/{folder}/{row['video']}" if folder else f"{self.video_root}/{row['video']}"
-                extra = warn({"frames_fps": FRAME_TASKS[task]} if task in FRAME_TASKS else {}, where, warning)
-                questions.append(Question(
-                    qid=f"{task}_{i}", video=video, question=str(row["question"]), options=options, answer=answer,
-                    categories={"task": [task]}, extra=extra,
-                    start=float(row["start"]) if row.get("start") is not None else None,
-                    end=float(row["end"]) if row.get("end") is not None else None))
+                try:
+                    questions.append(self._question(row, file.stem, i, f"{file} record {i}"))
+                except AnnotationError as e:
+                    questions.append(self.broken(f"{file.stem}_{i}", e))
         check_unique(questions, str(path))
         return questions
 
-    def official_prompt(self, q: Question, subtitles: str | None = None) -> str:
-        return f"Question: {q.question}\nOptions:\n{option_lines(q.options, 'paren')}\nOnly give the best option."
+    def _question(self, row: Any, task: str, i: int, where: str) -> Question:
+        require(row, ("video", "question", "candidates", "answer"), where)
+        options = row["candidates"]
+        if not isinstance(options, list) or not 1 <= len(options) <= len(self.letters):
+            raise AnnotationError(f"{where}: field 'candidates' must be a list of 1-{len(self.letters)} strings")
+        options, answer = [str(o) for o in options], str(row["answer"])
+        bounds = None
+        if task in BOUNDED:
+            require(row, ("start", "end"), where)
+            bounds = float(row["start"]), float(row["end"])
+        folder = TASK_DIRS.get(task)
+        video = f"{self.video_root}/{folder}/{row['video']}" if folder else f"{self.video_root}/{row['video']}"
+        warning = None if answer in options else f"answer {answer!r} matches no candidate (gold '@': wrong)"
+        extra = warn({"frames_fps": FRAME_TASKS[task]} if task in FRAME_TASKS else {}, where, warning)
+        return Question(qid=f"{task}_{i}", video=video, question=str(row["question"]), options=options,
+                        answer=gold_from_text(answer, options, last=True), categories={"task": [task]}, extra=extra,
+                        start=bounds[0] if bounds else None, end=bounds[1] if bounds else None)
 
-    def system_prompt(self, scoring: str = "official") -> str | None:
-        super().system_prompt(scoring)
-        if scoring == "release":
-            return None
-        return ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
-                "movement of objects, and the action and pose of persons. Based on your observations, select the "
-                "best option that accurately addresses the question.")
+    def sampler(self, q: Question, settings: Settings, frames: int):
+        if settings.sampler != "mvbench":
+            return super().sampler(q, settings, frames)
+        bound = (q.start, q.end) if q.start is not None and q.end is not None else None
+        if q.extra.get("frames_fps"):  # files 00001.jpg .. = positions 0 .. in the folder
+            return lambda total, fps: notebook_indices(bound, fps, total, 1, frames) - 1
+        return lambda total, fps: notebook_indices(bound, fps, total - 1, 0, frames)
 
-    def response_prefix(self, scoring: str = "official") -> str:
-        super().response_prefix(scoring)
-        return "" if scoring == "release" else "Best option:("
+    def video_kwargs(self, q: Question, settings: Settings) -> dict[str, Any]:
+        kwargs = super().video_kwargs(q, settings)
+        if q.extra.get("frames_fps"):
+            kwargs["folder_fps"] = q.extra["frames_fps"]
+            kwargs.pop("pre_resize", None)
+        return kwargs
+
+    def official_prompt(self, q: Question) -> str:
+        return SYSTEM + paren_options_prompt(q)
+
+    def release_prompt(self, q: Question) -> str:
+        options = "\n".join(f"{self.letters[k]}. {o}" for k, o in enumerate(q.options))
+        return f"Question: {q.question}\n{options}\nAnswer with the option's letter from the given choices directly."
 
 
 BENCHMARK = MVBench()
