@@ -122,3 +122,27 @@ def test_partial_attention_merges_exactly():
                                                            enable_gqa=True) * visible.any(-1)[:, None, :, None]
     assert torch.allclose(whole, ref, atol=1e-12) and torch.allclose(merged, ref, atol=1e-12)
     assert torch.isinf(lse2[0, :, 2]).all() and torch.allclose(lse, lse2)
+
+
+def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
+    """`vamba eval context_parallel=2` on 2 ranks answers exactly as one process does."""
+    from test_eval import _by_qid
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from vamba import from_qwen2vl
+    from vamba.data.processor import VambaProcessor
+    from vamba.modeling.tiny import tiny_qwen2vl_config
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt"
+    qwen = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14}))
+    from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 4}).save_pretrained(ckpt)
+    VambaProcessor.tiny(patch_size=14).save_pretrained(ckpt)
+    args = ["-m", "vamba.cli", "eval", "benchmark=synthetic", f"model.path={ckpt}", f"data_dir={synthetic_data}",
+            "frames=8", "max_new_tokens=3", "model.dtype=float64"]
+    run_torchrun([*args, f"output_dir={tmp_path / 'one'}"], nproc=1)
+    run_torchrun([*args, f"output_dir={tmp_path / 'cp'}", "context_parallel=2"], nproc=2)
+    one, cp = _by_qid(tmp_path / "one"), _by_qid(tmp_path / "cp")
+    assert sorted(one) == sorted(cp) and len(one) == 8
+    assert all(one[q]["response"] == cp[q]["response"] for q in one)
+    assert not list((tmp_path / "cp").glob(".results*"))  # the group's second rank wrote nothing that stays

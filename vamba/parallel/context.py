@@ -75,6 +75,8 @@ class ContextParallel:
         """
         if all(batch.get(p) is None for p, _ in _PIXELS.values()):
             return batch
+        mixer = getattr(config.get_text_config(), "mixer_type", "none")
+        check_context_parallel(self.size, self.size, mixer, [], 1)
         items = stream_items(config, batch["input_ids"], batch.get("mm_token_type_ids"), batch.get("image_grid_thw"),
                              batch.get("video_grid_thw"), batch.get("position_ids"))
         if sum(t for _, _, (t, _, _), _ in items) < self.size:
