@@ -50,7 +50,8 @@ def test_prefill_and_greedy_decoding_are_exact(tmp_path, world):
 
 
 def test_training_run_with_w2_gives_the_w1_losses(synthetic_data, tmp_path):
-    """`vamba train` on 2 ranks with train.context_parallel=2 (ZeRO-3, gradient checkpointing) = 1 rank, W=1."""
+    """`vamba train` on 2 ranks with train.context_parallel=2 (ZeRO-3, gradient checkpointing), killed after step 2
+    and resumed, logs the losses of 1 rank with W=1."""
     from test_train import _losses, _overrides
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -71,8 +72,11 @@ def test_training_run_with_w2_gives_the_w1_losses(synthetic_data, tmp_path):
                              "train.per_device_batch_size=1", "train.global_batch_size=2"],
                             capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert single.returncode == 0, single.stderr[-4000:]
-    run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, two, *common), "train.per_device_batch_size=1",
-                  "train.global_batch_size=2", "deepspeed=zero3", "train.context_parallel=2"], nproc=2)
+    cp_args = ["-m", "vamba.train", *_overrides(synthetic_data, two, *common), "train.per_device_batch_size=1",
+               "train.global_batch_size=2", "deepspeed=zero3", "train.context_parallel=2"]
+    killed = run_torchrun([*cp_args, "save_steps=2", "debug_kill_at_step=2"], nproc=2, check=False)
+    assert killed.returncode != 0 and (two / "checkpoint-2").is_dir() and not (two / "final").exists()
+    run_torchrun([*cp_args, "save_steps=2"], nproc=2)  # resume=auto: from checkpoint-2, same data position
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
