@@ -28,7 +28,7 @@ def _run(tmp_path, scenario: str, world: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("scenario,world", [("long", 2), ("uneven", 2), ("packed", 2), ("images", 2), ("zero3", 2),
-                                            ("long", 4), ("packed", 4)])
+                                            ("packed", 4)])
 def test_training_step_is_exact(tmp_path, scenario, world):
     results = _run(tmp_path, scenario, world)
     for r in results:
@@ -40,7 +40,7 @@ def test_training_step_is_exact(tmp_path, scenario, world):
         assert len(set(tokens)) > 1 if scenario == "uneven" else max(tokens) < sum(tokens), tokens  # sliced
 
 
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [4])
 def test_prefill_and_greedy_decoding_are_exact(tmp_path, world):
     results = _run(tmp_path, "decode", world)
     for r in results:
