@@ -96,7 +96,8 @@ def test_duration_rule_on_the_real_videomme_annotations(tmp_path: Path) -> None:
     default, sel2 = HOUREVAL.load_members({"videomme": tmp_path})
     assert [q.qid for q in default] == [q.qid for q in qs]
     assert sel2["members"]["videomme"]["ids_sha256"] == block["ids_sha256"]
-    picked = [r for r in rows if r["video_id"] in ("001", "302", "603")]  # one short, one medium, one long video
+    picked = [r for r in rows if r["video_id"] in ("001", "302", "603")]
+    assert {r["duration"] for r in picked} == {"short", "medium", "long"}  # the filtered file is read as is
     _parquet(tmp_path / "videomme" / "test-00000-of-00001-filtered.parquet", picked)
     filtered, sel3 = HOUREVAL.load_members({"videomme": tmp_path})
     assert [q.qid for q in filtered] == [f"videomme/{r['question_id']}" for r in picked]  # taken as is

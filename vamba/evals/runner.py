@@ -5,7 +5,9 @@ keys/values, kept in a cache that each question forks), then answer all of its q
 results are appended per question to JSONL as they are produced (see `results.py`), so re-running skips what is
 done and a killed run loses at most the question in flight. Under torchrun, videos are sharded across ranks and
 rank 0 merges every rank's file into one report. A missing or unreadable video is recorded per question as an
-error (wrong in the accuracy, listed in the report) and never stops the run.
+error (wrong in the accuracy, listed in the report) and never stops the run. A benchmark made of members
+(HourEval) reads one data folder per member (`data_dirs.<member>=`), and each question is answered with its
+member's settings, prompts and rules.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Paths: `Question.video` / `Question.subtitles` are relative to the benchmark's *
 `Benchmark.video_root`) or absolute. Loaders never check that videos exist (the runner records a missing video per
 question); they only use the file system to pick between documented layout variants.
 
+A composite benchmark (HourEval) sets `members`: it loads one data folder per member (`load_members`) and the
+runner hands each question to its member (`parts`, `part_of`), which reads, prompts and scores it as it would alone.
+
 A malformed annotation *file* raises `AnnotationError` naming the file and the line or record. A malformed *record*
 (a field missing or invalid) becomes a question with `error` set, naming file, record and field: the runner writes
 it as an error (wrong, listed in the report) and the run goes on.
