@@ -19,13 +19,15 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """A Markdown report: header naming benchmark, model and frames; overall; one table per group."""
+    left_out = (meta.get("selection") or {}).get("left_out_members")
     lines = [
-        f"# {summary['benchmark']} — {meta.get('model', '?')} ({meta.get('model_type', '?')}), "
-        f"frames={meta.get('frames', '?')}",
+        f"# {summary['benchmark']}" + (f" (PARTIAL: without {', '.join(left_out)})" if left_out else "")
+        + f" — {meta.get('model', '?')} ({meta.get('model_type', '?')}), frames={meta.get('frames', '?')}",
         "",
         f"Protocol: {summary['scoring']} — {summary['rule']}",
         "",
         *_settings_lines(meta),
+        *([*selection_lines(meta["selection"]), ""] if meta.get("selection") else []),
         f"**Headline: {summary['headline']:.2f}%**",
         "",
         "| split | accuracy (%) | correct | total |",
@@ -37,6 +39,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += ["", f"### by {group}", "", "| category | accuracy (%) | correct | total |", "|---|---:|---:|---:|"]
         for cat, row in sorted(cats.items()):
             lines.append(f"| {cat} | {row['accuracy']:.2f} | {row['correct']} | {row['total']} |")
+    lines += _member_lines(summary)
     lines += ["", f"Unparsed answers: {summary.get('unparsed', 0)}; questions with errors: {summary.get('errors', 0)}"]
     if meta.get("subtitle_files"):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(meta["subtitle_files"].items()))
@@ -51,10 +54,58 @@ SETTING_KEYS = ("frames", "sampler", "longest_edge", "shortest_edge", "max_new_t
 
 
 def _settings_lines(meta: dict[str, Any]) -> list[str]:
-    """Every effective setting of the run; '(set)' marks a command-line override of the protocol's value."""
-    overridden = set(meta.get("overridden") or ())
-    cells = [f"{k}={meta[k]!r}" + (" (set)" if k in overridden else "") for k in SETTING_KEYS if k in meta]
-    return [f"Settings: {', '.join(cells)}", ""] if cells else []
+    """Every effective setting of the run (per member for a composite benchmark); '(set)' marks a command-line
+    override of the protocol's value."""
+    def cells(block: dict[str, Any]) -> str:
+        overridden = set(block.get("overridden") or ())
+        return ", ".join(f"{k}={block[k]!r}" + (" (set)" if k in overridden else "") for k in SETTING_KEYS
+                         if k in block)
+
+    if meta.get("member_settings"):
+        shared = {k: meta[k] for k in ("frames", "fps", "video_token_keep") if k in meta}
+        return [f"Settings ({m}): {cells({**block, **shared})}" for m, block in meta["member_settings"].items()] + [""]
+    line = cells(meta)
+    return [f"Settings: {line}", ""] if line else []
+
+
+def selection_lines(selection: dict[str, Any]) -> list[str]:
+    """Which questions a composite benchmark (HourEval) holds: the rule, and per member the source and counts."""
+    lines = [f"{selection['benchmark']} subsets: filtered files where present, else the duration rule: "
+             f"{selection['rule']}", "",
+             "| member | source | questions | videos | records in file | left out (duration unknown) | ids sha256 |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for m, b in selection["members"].items():
+        lines.append(f"| {m} | {b['source']} | {b['questions']} | {b['videos']} | {b['in_file']} | {b['undecided']} "
+                     f"| {b['ids_sha256']} |")
+    lines.append(f"| all | | {selection['questions']} | | | | |")
+    if selection.get("left_out_members"):
+        lines += ["", f"PARTIAL: members left out (members=...): {', '.join(selection['left_out_members'])}"]
+    return lines
+
+
+def _member_lines(summary: dict[str, Any]) -> list[str]:
+    """A composite benchmark's members side by side (each with its own headline), then each member's groups."""
+    members = summary.get("members")
+    if not members:
+        return []
+    lines = ["", "## Members", "", "Each member's own headline and rule; accuracy = correct / counted questions (the "
+             "pooled figure adds these up).", "",
+             "| member | questions | own headline (%) | accuracy (%) | correct | counted | unparsed | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for m, b in members.items():
+        o = b["overall"]
+        lines.append(f"| {m} | {b.get('questions', '')} | {b['headline']:.2f} | {o['accuracy']:.2f} | {o['correct']} | "
+                     f"{o['total']} | {b['unparsed']} | {b['errors']} |")
+    o = summary["overall"]
+    lines.append(f"| pooled | {summary.get('questions', '')} | {summary['headline']:.2f} | {o['accuracy']:.2f} | "
+                 f"{o['correct']} | {o['total']} | {summary.get('unparsed', 0)} | {summary.get('errors', 0)} |")
+    for m, b in members.items():
+        lines += ["", f"### {m}", "", f"Rule: {b['rule']}"]
+        for group, cats in b.get("groups", {}).items():
+            lines += ["", f"{m} by {group}:", "", "| category | accuracy (%) | correct | total |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| {c} | {r['accuracy']:.2f} | {r['correct']} | {r['total']} |" for c, r in sorted(cats.items())]
+    return lines
 
 
 def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
@@ -65,7 +116,7 @@ def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     groups = summary.get("groups", {})
-    group = max(groups, key=lambda g: len(groups[g])) if groups else None
+    group = summary.get("plot_group") or (max(groups, key=lambda g: len(groups[g])) if groups else None)
     cats = sorted(groups[group].items()) if group else []
     names = ["overall"] + [c for c, _ in cats]
     values = [summary["overall"]["accuracy"]] + [r["accuracy"] for _, r in cats]

@@ -5,7 +5,9 @@ keys/values, kept in a cache that each question forks), then answer all of its q
 results are appended per question to JSONL as they are produced (see `results.py`), so re-running skips what is
 done and a killed run loses at most the question in flight. Under torchrun, videos are sharded across ranks and
 rank 0 merges every rank's file into one report. A missing or unreadable video is recorded per question as an
-error (wrong in the accuracy, listed in the report) and never stops the run.
+error (wrong in the accuracy, listed in the report) and never stops the run. A benchmark made of members
+(HourEval) reads one data folder per member (`data_dirs.<member>=`), and each question is answered with its
+member's settings, prompts and rules.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..data.annotations import AnnotationError
 from ..data.processor import VambaProcessor, patchify
 from ..parallel import ContextParallel
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
-from .report import write_report
+from .report import selection_lines, write_report
 from .results import ResultsWriter, read_results
 from .subtitles import SubtitleError
 
@@ -45,6 +47,16 @@ class EvalModelConfig:
 
 
 @dataclass
+class MemberPaths:
+    """One path per member of a composite benchmark (HourEval): `data_dirs.videomme=/data/Video-MME`. A name that
+    is not a member fails when the config is composed."""
+
+    videomme: str | None = None
+    mlvu: str | None = None
+    longvideobench: str | None = None
+
+
+@dataclass
 class EvalConfig:
     """Every `vamba eval` option (Hydra overrides: `vamba eval benchmark=lvbench protocol=release model.path=...`).
 
@@ -53,8 +65,12 @@ class EvalConfig:
     """
 
     benchmark: str = "???"
-    data_dir: str = "???"
+    data_dir: str | None = None  # the benchmark's data folder (required, except for benchmark=houreval)
     annotation: str | None = None  # default: the benchmark's own file under data_dir
+    data_dirs: MemberPaths = field(default_factory=MemberPaths)  # benchmark=houreval: one data folder per member
+    annotations: MemberPaths = field(default_factory=MemberPaths)  # houreval: a member's full file (duration rule)
+    members: list[str] | None = None  # houreval: evaluate only these members (default all; a partial run says so)
+    dry_run: bool = False  # load and select the questions, print what would run (houreval: its subsets), stop
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
     protocol: Protocol = Protocol.official  # official | release
     scoring: str | None = None  # deprecated name of `protocol` (still accepted, with a warning)
@@ -285,14 +301,91 @@ def _check_resume(out: Path, run: dict[str, Any], rank: int) -> None:
         path.write_text(json.dumps(run, indent=2))
 
 
+def _member_paths(cfg: EvalConfig | Any, key: str) -> dict[str, str]:
+    """The member paths set under `data_dirs` / `annotations` (absent or unset ones left out)."""
+    paths = getattr(cfg, key, None)
+    if paths is None:
+        return {}
+    items = paths.items() if hasattr(paths, "items") else vars(paths).items()
+    return {str(k): str(v) for k, v in items if v}
+
+
+def _load(bench, cfg: EvalConfig | Any) -> tuple[list, Path, dict[str, Any] | None]:
+    """(questions, the folder relative question paths start from, a composite benchmark's selection or None)."""
+    dirs, annotations = _member_paths(cfg, "data_dirs"), _member_paths(cfg, "annotations")
+    members = list(getattr(cfg, "members", None) or [])
+    if not bench.members:
+        if dirs or annotations or members:
+            raise ValueError(f"data_dirs / annotations / members are for benchmarks made of members (houreval); "
+                             f"benchmark={bench.name} reads data_dir=<folder>")
+        if not cfg.data_dir:
+            raise ValueError(f"benchmark={bench.name} needs data_dir=<its data folder>")
+        data_dir = Path(cfg.data_dir)
+        return bench.load(data_dir, Path(cfg.annotation) if cfg.annotation else None), data_dir, None
+    if cfg.data_dir or cfg.annotation:
+        raise ValueError(f"benchmark={bench.name} reads one data folder per member: "
+                         + " ".join(f"data_dirs.{m}=<folder>" for m in bench.members) + " (not data_dir/annotation)")
+    unknown = [m for m in members if m not in bench.members]
+    if unknown:
+        raise ValueError(f"members={members}: {', '.join(unknown)} not a member of {bench.name} "
+                         f"({', '.join(bench.members)})")
+    wanted = members or list(bench.members)
+    missing = [m for m in wanted if m not in dirs]
+    if missing:
+        raise ValueError(f"benchmark={bench.name} needs " + " ".join(f"data_dirs.{m}=<folder>" for m in missing)
+                         + " (members=[...] evaluates fewer members; the report then names those left out)")
+    unused = sorted((set(dirs) | set(annotations)) - set(wanted))
+    if unused:
+        raise ValueError(f"data_dirs/annotations given for {', '.join(unused)}, which members={members} leaves out")
+    questions, selection = bench.load_members({m: Path(dirs[m]) for m in wanted},
+                                              {m: Path(a) for m, a in annotations.items()})
+    return questions, Path("."), selection
+
+
+def _dry_run(bench, questions: list, by_video, videos: list[str], data_dir: Path) -> dict[str, Any]:
+    """What a run would evaluate: question and video counts, load errors, videos not found; nothing is loaded."""
+    wanted = [q for v in videos for q in by_video[v]]
+    missing = [v for v in videos if not all(q.error for q in by_video[v]) and not _resolve(data_dir, v).exists()]
+    out = {"benchmark": bench.name, "dry_run": True, "questions": len(wanted), "videos": len(videos),
+           "load_errors": sum(bool(q.error) for q in wanted), "missing_videos": len(missing)}
+    print(f"dry run: {bench.name}: {out['questions']} questions on {out['videos']} videos; {out['load_errors']} "
+          f"records failed to load; {len(missing)} videos not found" + (f" (first: {missing[0]})" if missing else ""))
+    return out
+
+
+def _run_record(bench, protocol: str, cfg, resolved: dict[str, tuple], selection) -> dict[str, Any]:
+    """What fixes the results of a run (`run.json`: a resume with anything else is refused)."""
+    frames = str(cfg.frames) if str(cfg.frames) == "auto" or cfg.fps else ",".join(
+        dict.fromkeys(str(s.frames) for s, _ in resolved.values()))
+    run = {"benchmark": bench.name, "protocol": protocol, "model": str(cfg.model.path), "model_type": cfg.model.type}
+    if bench.members:
+        parts = bench.parts()
+        run["member_settings"] = {k: {**describe(s, o), "system_prompt": parts[k].system_prompt(protocol),
+                                      "response_prefix": parts[k].response_prefix(protocol)}
+                                  for k, (s, o) in resolved.items()}
+    else:
+        run.update(describe(*resolved[bench.name]))
+    run.update(frames=frames, fps=cfg.fps, video_token_keep=cfg.video_token_keep)
+    if selection is not None:
+        run["selection"] = selection
+    return run
+
+
 def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any]:
     """Evaluate; returns the summary dict (rank 0; other ranks return {}). `model`/`processor` may be given."""
     from .benchmarks import get_benchmark
 
     bench = get_benchmark(cfg.benchmark)
     protocol = _protocol(cfg)
-    settings, overrides = resolve(bench.protocol_settings(protocol), cfg)
+    parts = bench.parts()
+    resolved = {k: resolve(p.protocol_settings(protocol), cfg) for k, p in parts.items()}
     rank, world = _dist()
+    questions, data_dir, selection = _load(bench, cfg)
+    if selection is not None and rank == 0:
+        print("\n".join(selection_lines(selection)))
+    by_video, videos = _select(questions, cfg)
+    if getattr(cfg, "dry_run", False):
+        return _dry_run(bench, questions, by_video, videos, data_dir) if rank == 0 else {}
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if cfg.device == "auto":
@@ -302,13 +395,8 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    data_dir = Path(cfg.data_dir)
-    questions = bench.load(data_dir, Path(cfg.annotation) if cfg.annotation else None)
-    by_video, videos = _select(questions, cfg)
     out = Path(cfg.output_dir)
-    frames = str(cfg.frames) if str(cfg.frames) == "auto" or cfg.fps else str(settings.frames)
-    run = {"benchmark": bench.name, "protocol": protocol, "model": str(cfg.model.path), "model_type": cfg.model.type,
-           **describe(settings, overrides), "frames": frames, "fps": cfg.fps, "video_token_keep": cfg.video_token_keep}
+    run = _run_record(bench, protocol, cfg, resolved, selection)
     cp = _context_parallel(cfg, world)
     shard, shards = (rank, world) if cp is None else (cp.dp_rank, cp.dp_size)  # a group shares its videos
     _check_resume(out, run, rank)
@@ -320,7 +408,8 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     total = sum(len(qs) for _, qs in todo)
     if total and model is None:
         model, processor = load_model(cfg.model, device)
-    answerer = VideoAnswerer(model, processor, cfg, bench, protocol, settings, cp) if total else None
+    answerers = {k: VideoAnswerer(model, processor, cfg, p, protocol, resolved[k][0], cp)
+                 for k, p in parts.items()} if total else {}
     if cp is not None and cp.rank != 0:  # the group's other ranks compute with it; its first rank writes
         results_path = out / f".results.cp{rank}.jsonl.tmp"
 
@@ -328,8 +417,8 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
         ResultsWriter(results_path) as writer,
         tqdm(total=total, desc=f"{bench.name} (rank {rank})", unit="q", disable=rank != 0 or total == 0) as bar,
     ):
-        for video, qs in todo:
-            _answer_video(answerer, data_dir, video, qs, writer, bar)
+        for video, qs in todo:  # a video's questions belong to one part (a composite's member)
+            _answer_video(answerers[bench.part_of(qs[0])], data_dir, video, qs, writer, bar)
 
     if world > 1:
         torch.distributed.barrier()
@@ -354,14 +443,15 @@ def _report(bench, protocol: str, cfg, run: dict[str, Any], out: Path, wanted: l
         if r.get("subtitles"):
             subtitle_counts[r["subtitles"]] = subtitle_counts.get(r["subtitles"], 0) + 1
     gc = getattr(model, "generation_config", None) if model is not None else None
+    options = [int(r["num_options"]) for r in records if r.get("num_options")]
     meta = {
         **run,
         "scoring": protocol,
         "encode_once": cfg.encode_once,
         "questions": len(records),
-        "chance": 100.0 / len(bench.letters),
-        "system_prompt": bench.system_prompt(protocol),
-        "response_prefix": bench.response_prefix(protocol),
+        "chance": 100.0 * sum(1 / n for n in options) / len(options) if options else 100.0 / len(bench.letters),
+        **({} if bench.members else {"system_prompt": bench.system_prompt(protocol),
+                                     "response_prefix": bench.response_prefix(protocol)}),
         "subtitle_files": subtitle_counts,
         "checkpoint_generation_config": {k: getattr(gc, k, None) for k in ("repetition_penalty", "temperature",
                                                                              "top_p", "top_k")} if gc else None,

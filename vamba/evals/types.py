@@ -14,6 +14,9 @@ Paths: `Question.video` / `Question.subtitles` are relative to the benchmark's *
 `Benchmark.video_root`) or absolute. Loaders never check that videos exist (the runner records a missing video per
 question); they only use the file system to pick between documented layout variants.
 
+A composite benchmark (HourEval) sets `members`: it loads one data folder per member (`load_members`) and the
+runner hands each question to its member (`parts`, `part_of`), which reads, prompts and scores it as it would alone.
+
 A malformed annotation *file* raises `AnnotationError` naming the file and the line or record. A malformed *record*
 (a field missing or invalid) becomes a question with `error` set, naming file, record and field: the runner writes
 it as an error (wrong, listed in the report) and the run goes on.
@@ -227,6 +230,25 @@ class Benchmark:
     official_headline: str = "pooled"
     official_rule_text: str = ""
     release_note: str = ""
+    #: A benchmark made of others (HourEval): member name -> benchmark. Each member reads its own data folder
+    #: (`load_members`) and reads, prompts and scores its own questions (`parts`, `part_of`); the composite
+    #: selects the questions and aggregates.
+    members: dict[str, Benchmark] = {}
+
+    # --- composition ---------------------------------------------------------------------------------------
+    def parts(self) -> dict[str, Benchmark]:
+        """The benchmarks that read, prompt and score this one's questions: its members, or itself."""
+        return dict(self.members) or {self.name: self}
+
+    def part_of(self, q: Question) -> str:
+        """The key in `parts()` of the benchmark that reads, prompts and scores `q`."""
+        return self.name
+
+    def load_members(self, data_dirs: dict[str, Path],
+                     annotations: dict[str, Path] | None = None) -> tuple[list[Question], dict[str, Any]]:
+        """A composite benchmark's questions from one data folder per member, and a description of the selection
+        (written into the run's records and report)."""
+        raise NotImplementedError(f"{self.name} is not made of member benchmarks: use load(data_dir)")
 
     # --- loading -------------------------------------------------------------------------------------------
     def annotation_path(self, data_dir: Path, annotation: Path | None = None) -> Path:
