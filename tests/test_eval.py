@@ -305,7 +305,8 @@ def test_longvideobench_interleaved_subtitles_and_missing_fields(checkpoints, sy
     (data / "subtitles").mkdir()
     shutil.copy(sorted((synthetic_data / "videos").glob("syn_eval_*.mp4"))[0], data / "videos" / "v1.mp4")  # 2 s
     (data / "subtitles" / "v1_en.json").write_text(json.dumps(
-        [{"timestamp": [0.5, 1.5], "text": "kept line"}, {"start": "0:00:01.6", "end": "0:00:01.9", "line": "dropped"}]))
+        [{"timestamp": [0.5, 1.5], "text": "kept line"},
+         {"start": "0:00:01.6", "end": "0:00:01.9", "line": "dropped"}]))
     row = {"id": "v1_0", "video_id": "v1", "video_path": "v1.mp4", "subtitle_path": "v1_en.json", "question": "What?",
            "candidates": ["a", "b", "c", "d", "e"], "correct_choice": 1, "duration": 2.0, "duration_group": 15,
            "question_category": "S2E", "starting_timestamp_for_subtitles": 0}

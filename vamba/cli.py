@@ -6,7 +6,8 @@ Commands:
     train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba.train ...`)
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
     chat             ask a model about a video
-    bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots)
+    bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots);
+                     `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B
     distill-teacher  store a Qwen2-VL teacher's top-k logits over a training mixture
 
 Run `vamba <command> --help` for a command's options.
@@ -112,6 +113,10 @@ def _chat(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
+    if argv and argv[0] == "--context-parallel":  # the 7B training account under context parallel
+        from .efficiency.context_parallel import main as cp_main
+
+        return cp_main(argv[1:])
     from .efficiency.bench import main as bench_main
 
     return bench_main(argv) or 0

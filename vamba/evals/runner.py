@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..data.annotations import AnnotationError
 from ..data.processor import VambaProcessor, patchify
+from ..parallel import ContextParallel
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
 from .report import selection_lines, write_report
 from .results import ResultsWriter, read_results
@@ -94,6 +95,9 @@ class EvalConfig:
     output_dir: str = "outputs/eval/${benchmark}"
     seed: int = 0
     device: str = "auto"
+    # Under torchrun: ranks per video. The W ranks of a group split each video along time (vamba.parallel) and keep
+    # only their slice's keys/values, so a video is not limited by one GPU's memory; W divides the world size.
+    context_parallel: int = 1
 
 
 # -- model ----------
@@ -127,8 +131,9 @@ class VideoAnswerer:
     """Answers questions about one video under one protocol; encodes it once (Vamba) and reuses the encoding."""
 
     def __init__(self, model, processor: VambaProcessor, cfg: EvalConfig, benchmark, protocol: str,
-                 settings: Settings):
+                 settings: Settings, context_parallel: ContextParallel | None = None):
         self.model, self.processor, self.cfg, self.bench = model, processor, cfg, benchmark
+        self.context_parallel = context_parallel
         self.protocol, self.settings = protocol, settings
         self.device = next(model.parameters()).device
         self.is_vamba = cfg.model.type == "vamba"
@@ -151,9 +156,12 @@ class VideoAnswerer:
     def encode(self, video) -> dict[str, Any]:
         frames = video.frames
         pixels, grid = patchify(frames, self.processor.vision)
-        pixels = pixels.to(self.device, dtype=self.model.dtype)
-        enc = {"pixels": pixels, "grid": grid[None].to(self.device), "frames": frames, "indices": video.indices,
-               "fps": video.fps}
+        enc = {"grid": grid[None].to(self.device), "frames": frames, "indices": video.indices, "fps": video.fps}
+        ctx = self._slice(pixels, grid) if self.context_parallel is not None else None
+        if ctx is not None:  # this rank encodes its slice of the video only
+            enc["cache"] = self.model.encode_video(context_parallel=ctx)
+            return enc
+        enc["pixels"] = pixels = pixels.to(self.device, dtype=self.model.dtype)
         if self.is_vamba:
             keep = self.cfg.video_token_keep if self.cfg.video_token_keep < 1 else None
             enc["cache"] = self.model.encode_video(
@@ -164,6 +172,14 @@ class VideoAnswerer:
                 stream_above_frames=self.cfg.stream_above_frames,
             )
         return enc
+
+    def _slice(self, pixels: torch.Tensor, grid: torch.Tensor):
+        """This rank's `SliceContext` of one video, or None when the video has fewer temporal patches than ranks
+        (then every rank of the group encodes it whole)."""
+        cfg = self.model.config
+        batch = {"input_ids": torch.tensor([[cfg.vision_start_token_id, cfg.vision_end_token_id]]),
+                 "pixel_values_videos": pixels, "video_grid_thw": grid[None]}
+        return self.context_parallel.shard(batch, cfg).get("context_parallel")
 
     def answer(self, q, enc: dict[str, Any], subtitles: str | None = None) -> tuple[str, str]:
         """(prompt text, model response) for one question."""
@@ -381,17 +397,21 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
 
     out = Path(cfg.output_dir)
     run = _run_record(bench, protocol, cfg, resolved, selection)
+    cp = _context_parallel(cfg, world)
+    shard, shards = (rank, world) if cp is None else (cp.dp_rank, cp.dp_size)  # a group shares its videos
     _check_resume(out, run, rank)
-    mine = videos[rank::world]
-    results_path = out / ("results.jsonl" if world == 1 else f"results.rank{rank}.jsonl")
+    mine = videos[shard::shards]
+    results_path = out / ("results.jsonl" if shards == 1 else f"results.rank{shard}.jsonl")
     done = {r["qid"] for p in out.glob("results*.jsonl") for r in read_results(p)} if out.is_dir() else set()
     todo = [(v, [q for q in by_video[v] if q.qid not in done]) for v in mine]
     todo = [(v, qs) for v, qs in todo if qs]
     total = sum(len(qs) for _, qs in todo)
     if total and model is None:
         model, processor = load_model(cfg.model, device)
-    answerers = {k: VideoAnswerer(model, processor, cfg, p, protocol, resolved[k][0])
+    answerers = {k: VideoAnswerer(model, processor, cfg, p, protocol, resolved[k][0], cp)
                  for k, p in parts.items()} if total else {}
+    if cp is not None and cp.rank != 0:  # the group's other ranks compute with it; its first rank writes
+        results_path = out / f".results.cp{rank}.jsonl.tmp"
 
     with (
         ResultsWriter(results_path) as writer,
@@ -402,6 +422,8 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
 
     if world > 1:
         torch.distributed.barrier()
+    if cp is not None and cp.rank != 0:
+        results_path.unlink(missing_ok=True)
     if rank != 0:
         return {}
     return _report(bench, protocol, cfg, run, out, [q for v in videos for q in by_video[v]], questions, model)
@@ -440,6 +462,18 @@ def _report(bench, protocol: str, cfg, run: dict[str, Any], out: Path, wanted: l
     print(paths["md"].read_text())
     print(f"report: {paths['json']}, {paths['md']}, {paths['png']}")
     return {**summary, "meta": meta}
+
+
+def _context_parallel(cfg: EvalConfig | Any, world: int) -> ContextParallel | None:
+    """The run's `ContextParallel` (None for context_parallel = 1), checked before any model is loaded."""
+    size = cfg.context_parallel
+    if size == 1:
+        return None
+    if cfg.model.type != "vamba":
+        raise ValueError("context_parallel applies to Vamba (model.type=vamba): Qwen2-VL has no video stream to split")
+    if world % size:
+        raise ValueError(f"context_parallel={size} must divide the world size {world}")
+    return ContextParallel(size, allow_replicated=True)
 
 
 def _frames_key(q) -> tuple:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLAttention, rotate_half
 
+from .video_slice import SliceContext, attention_with_lse, merge_across_slices
+
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate one tensor `x` (B, heads, L, head_dim) with `cos`/`sin` (B, L, head_dim)."""
@@ -53,6 +55,7 @@ class VambaCrossAttention(Qwen2VLAttention):
         video_kv: tuple[torch.Tensor, torch.Tensor],
         visible: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        slices: SliceContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from text to video.
 
@@ -61,6 +64,8 @@ class VambaCrossAttention(Qwen2VLAttention):
             video_kv: keys and values from `project_video`, each (B, kv_heads, M, head_dim).
             visible: (B, N, M) bool, True where text token n may see video token m (same sample, not padding).
             position_embeddings: optional (cos, sin), each (B, N, head_dim), for the queries.
+            slices: when the video is split over a group (context parallel): `video_kv`/`visible` are this slice's,
+                and the partial attention is merged with the other slices' through their log-sum-exp (exact).
 
         Returns:
             output: (B, N, d); exactly zero for text tokens that see no video token.
@@ -71,6 +76,11 @@ class VambaCrossAttention(Qwen2VLAttention):
         if position_embeddings is not None:
             query = apply_rotary(query, *position_embeddings)
         keys, values = video_kv
+        if slices is not None:
+            out, lse = attention_with_lse(query, keys, values, visible, self.scaling)
+            out, lse = merge_across_slices(slices, out, lse)
+            has_video = torch.isfinite(lse[:, 0])[..., None]  # (B, N, 1)
+            return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1)), has_video
         has_video = visible.any(-1, keepdim=True)  # (B, N, 1)
         # A row with no visible key would give NaN in softmax; let it see everything, then zero its output.
         mask = (visible | ~has_video).unsqueeze(1)  # (B, 1, N, M)

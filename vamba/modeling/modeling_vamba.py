@@ -39,7 +39,15 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
-from .video_stream import VideoStream, VisualItem, assemble_video_stream, grid_positions, packed_sample_index
+from .video_slice import SliceContext, slice_mixer_forward, slice_stream
+from .video_stream import (
+    VideoStream,
+    VisualItem,
+    assemble_video_stream,
+    grid_positions,
+    marker_kinds,
+    packed_sample_index,
+)
 
 
 class VambaCache(DynamicCache):
@@ -54,6 +62,7 @@ class VambaCache(DynamicCache):
         self._init_args = (args, kwargs)
         self.video_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.video_visible: torch.Tensor | None = None
+        self.slices: SliceContext | None = None  # set when the video keys/values are one slice of a group's
 
     def fork(self) -> VambaCache:
         """A cache with this one's video keys/values (shared, not copied) and no text: one per question, so
@@ -62,6 +71,7 @@ class VambaCache(DynamicCache):
         new = VambaCache(*args, **kwargs)
         new.video_kv = dict(self.video_kv)
         new.video_visible = self.video_visible
+        new.slices = self.slices
         return new
 
     @property
@@ -99,6 +109,7 @@ class CrossAttentionContext:
     query_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     cache: VambaCache | None = None
+    slices: SliceContext | None = None  # context parallel: the stream is one slice; merge with the others
 
 
 class VisionMixerBlock(nn.Module):
@@ -119,9 +130,15 @@ class VisionMixerBlock(nn.Module):
             **settings,
         )
 
-    def forward(self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None, state=None) -> torch.Tensor:
+    def forward(
+        self, video_states: torch.Tensor, seq_idx: torch.Tensor | None = None, state=None,
+        slices: SliceContext | None = None,
+    ) -> torch.Tensor:
         """video_states: (B, M, d); seq_idx: (B, M) int32, the mixer restarts where it changes; `state`: a
-        `Mamba2State` to continue from and update (streaming prefill)."""
+        `Mamba2State` to continue from and update (streaming prefill); `slices`: V is one slice of a stream split
+        over a group (context parallel), joined exactly by `slice_mixer_forward`."""
+        if slices is not None:
+            return video_states + slice_mixer_forward(self.mixer, self.norm(video_states), seq_idx, slices)
         if state is not None:
             return video_states + self.mixer(self.norm(video_states), seq_idx=seq_idx, state=state)
         return video_states + self.mixer(self.norm(video_states), seq_idx=seq_idx)
@@ -179,7 +196,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             hidden_states = residual + self_out
         else:
             video_kv, video_states = self._video_kv(video_states, cross, update_video)
-            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope)
+            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope, cross.slices)
             # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
             a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
             w_self = torch.where(has_video, a, 1.0) if a is not None else 1.0
@@ -197,6 +214,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         seq_idx: torch.Tensor | None = None,
         state=None,
         update: bool = True,
+        slices: SliceContext | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The layer's video half: cross-attention keys/values of V and V' = V + Mixer(RMSNorm(V)).
 
@@ -210,7 +228,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             video_states = self.input_layernorm(video_states)
         kv = self.cross_attn.project_video(video_states, key_rope)
         if update and self.vision_mixer is not None:
-            video_states = self.vision_mixer(video_states, seq_idx=seq_idx, state=state)
+            video_states = self.vision_mixer(video_states, seq_idx=seq_idx, state=state, slices=slices)
         return kv, video_states
 
     def _video_kv(
@@ -221,7 +239,8 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             if cross.cache is None or self.layer_idx not in cross.cache.video_kv:
                 raise ValueError(f"layer {self.layer_idx}: no video states and no cached video keys/values")
             return cross.cache.video_kv[self.layer_idx], None
-        kv, video_states = self.video_step(video_states, cross.key_rope, cross.seq_idx, update=update)
+        kv, video_states = self.video_step(video_states, cross.key_rope, cross.seq_idx, update=update,
+                                           slices=cross.slices)
         if cross.cache is not None:
             cross.cache.video_kv[self.layer_idx] = kv
         return kv, video_states
@@ -286,9 +305,11 @@ class VambaTextModel(Qwen2VLTextModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         video: VideoStream | None = None,
+        slices: SliceContext | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """Run text (B, N) and, if given, the video stream (B, M, d) through all layers.
+        """Run text (B, N) and, if given, the video stream (B, M, d) through all layers (`slices`: the stream is one
+        slice of a sample's video split over a group, see `vamba.modeling.video_slice`).
 
         `position_ids` are plain text positions, (B, N) (or (3, B, N) with equal rows); positions that restart
         mark packed samples, as in transformers (only without attention_mask and cache).
@@ -330,7 +351,8 @@ class VambaTextModel(Qwen2VLTextModel):
             if self.has_sliding_layers:
                 mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
 
-        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings)
+        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings,
+                                    slices)
         hidden_states = inputs_embeds
         video_states = video.states if video is not None else None
         last = len(self.layers) - 1
@@ -357,6 +379,7 @@ class VambaTextModel(Qwen2VLTextModel):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         query_rope: tuple[torch.Tensor, torch.Tensor],
+        slices: SliceContext | None = None,
     ) -> CrossAttentionContext | None:
         """Masks and positions for cross-attention, once per forward (prefill: from the stream; decode: cache)."""
         cache = cache if isinstance(cache, VambaCache) else None
@@ -371,16 +394,19 @@ class VambaTextModel(Qwen2VLTextModel):
                 key_rope = self.rotary_emb(video.states, video.grid_positions)
             if cache is not None:
                 cache.video_visible = video.sample_idx == text_sample[:, -1:]
+                cache.slices = slices
             return CrossAttentionContext(
                 visible=visible,
                 seq_idx=video.seq_idx,
                 query_rope=query_rope if use_rope else None,
                 key_rope=key_rope,
                 cache=cache,
+                slices=slices,
             )
         if cache is not None and cache.has_video:
             visible = cache.video_visible[:, None, :].expand(batch, length, -1)
-            return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache)
+            return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache,
+                                         slices=cache.slices)
         return None
 
 
@@ -411,9 +437,13 @@ class VambaModel(Qwen2VLModel):
         mm_token_type_ids: torch.IntTensor | None = None,
         mm_encoder_outputs: dict | None = None,
         video_token_keep: float | None = None,
+        context_parallel: SliceContext | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Encode images/videos with the vision tower and run the text model beside the visual stream.
+
+        `context_parallel`: this rank's slice of the sample's visual stream and the hooks that join it to the other
+        slices of its group (`vamba.parallel`); it holds this slice's pixels, so no pixel tensors are passed.
 
         `video_token_keep` (0, 1]: keep that fraction of each item's visual tokens, uniformly spaced, before the
         language model (the paper's token-reduction variant uses 0.5 at inference).
@@ -422,7 +452,7 @@ class VambaModel(Qwen2VLModel):
             input_ids: (B, N) chat text; each visual item appears only as its marker `<|vision_start|><|vision_end|>`
                 (the release's layout, images and videos alike), never as inline visual tokens.
             mm_token_type_ids: (B, N) 1 (image) or 2 (video) at each `<|vision_start|>`, 0 elsewhere; needed only
-                when a batch holds both images and videos (see `_marker_kinds`).
+                when a batch holds both images and videos (see `video_stream.marker_kinds`).
             pixel_values / pixel_values_videos: (patches, C*tp*p*p) as produced by Qwen2-VL's processors.
             image_grid_thw / video_grid_thw: (items, 3) patch grid of each item, in the order items appear.
         """
@@ -432,6 +462,10 @@ class VambaModel(Qwen2VLModel):
         decoding = past_key_values is not None and getattr(past_key_values, "has_video", False)
         if decoding:
             pass  # the video was encoded at prefill; its keys/values are in the cache
+        elif context_parallel is not None:
+            if video_token_keep is not None and video_token_keep < 1:
+                raise ValueError("video_token_keep is not supported with context parallel")
+            video = slice_stream(self, context_parallel, self.language_model.embed_tokens.weight.dtype)
         elif pixel_values is not None or pixel_values_videos is not None:
             if input_ids is None or input_ids.shape[-1] == 0:
                 raise ValueError("a video or image needs text: input_ids is empty, so there is nothing to answer with")
@@ -460,6 +494,7 @@ class VambaModel(Qwen2VLModel):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             video=video,
+            slices=context_parallel if video is not None and not decoding else None,
             **kwargs,
         )
 
@@ -566,7 +601,7 @@ class VambaModel(Qwen2VLModel):
         packed = attention_mask is None and (cache is None or cache.get_seq_length() == 0)
         text_sample = packed_sample_index(position_ids if packed else None, batch, length, input_ids.device)
         is_marker = input_ids == self.config.vision_start_token_id
-        kinds = self._marker_kinds(input_ids, is_marker, mm_token_type_ids, len(items["image"]), len(items["video"]))
+        kinds = marker_kinds(self.config, input_ids, mm_token_type_ids, len(items["image"]), len(items["video"]))
         queues = {"image": list(items["image"]), "video": list(items["video"])}
         n_markers = {"image": int((kinds == 1).sum()), "video": int((kinds == 2).sum())}
         for kind, queue in queues.items():
@@ -583,38 +618,6 @@ class VambaModel(Qwen2VLModel):
             rows.append([(s, queues["image" if k == 1 else "video"].pop(0)) for s, k in zip(row_samples, row_kinds)])
         dtype = self.language_model.embed_tokens.weight.dtype
         return assemble_video_stream(rows, self.config.text_config.hidden_size, dtype, input_ids.device)
-
-    def _marker_kinds(
-        self, input_ids: torch.Tensor, is_marker: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
-        n_images: int, n_videos: int,
-    ) -> torch.Tensor:
-        """(B, N): 1 (image) or 2 (video) at each `<|vision_start|>` marker, 0 elsewhere.
-
-        The release marks images and videos alike, so a marker's kind comes from `mm_token_type_ids` when given,
-        else from the single kind of items present. Our earlier image layout (`<|vision_start|><|image_pad|>
-        <|vision_end|>`) still reads as an image, so checkpoints and data made with it keep working.
-        """
-        if mm_token_type_ids is not None:
-            kinds = torch.where(is_marker, mm_token_type_ids.to(input_ids.device), 0)
-            if bool((is_marker & (kinds != 1) & (kinds != 2)).any()):
-                raise ValueError("mm_token_type_ids must be 1 (image) or 2 (video) at every <|vision_start|> marker")
-            return kinds
-        next_tok = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-1)
-        old_image = is_marker & (next_tok == self.config.image_token_id)
-        kinds = torch.where(old_image, 1, 0)
-        rest = is_marker & ~old_image
-        if bool(rest.any()):
-            if n_images == int(old_image.sum()):
-                kinds = torch.where(rest, 2, kinds)
-            elif n_videos == 0:
-                kinds = torch.where(rest, 1, kinds)
-            else:
-                raise ValueError(
-                    "input_ids mark images and videos alike (<|vision_start|><|vision_end|>, the release layout) and "
-                    "both were given: pass mm_token_type_ids (1 for an image, 2 for a video at each "
-                    "<|vision_start|>), as VambaProcessor does"
-                )
-        return kinds
 
 
 class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
@@ -667,6 +670,7 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         video_token_keep: float | None = None,
         chunk_frames: int | None = None,
         stream_above_frames: int | None = 256,
+        context_parallel: SliceContext | None = None,
     ) -> VambaCache:
         """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
 
@@ -678,7 +682,12 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         `encode_video_streaming`): peak activation memory then no longer grows with the number of frames. By
         default a single video longer than `stream_above_frames` frames is streamed in 64-frame chunks (when
         the mixer keeps a state: Mamba-2 or none); `stream_above_frames=None` turns that off.
+
+        `context_parallel` (from `vamba.parallel.ContextParallel.shard`): encode only this rank's slice of the
+        sample's video; the cache keeps this slice's keys/values and decoding merges the slices every step.
         """
+        if context_parallel is not None:
+            return self._encode_slice(context_parallel)
         tp = self.config.vision_config.temporal_patch_size
         single = pixel_values is None and video_grid_thw is not None and len(video_grid_thw) == 1
         stateful = self.config.text_config.mixer_type != "mamba1"
@@ -708,6 +717,18 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
             use_cache=True,
             video_token_keep=video_token_keep,
         )
+        return cache
+
+    def _encode_slice(self, ctx: SliceContext) -> VambaCache:
+        """`encode_video` for one slice of a video split over a group (every rank of the group calls it)."""
+        kinds = [1 if kind == "image" else 2 for kind, *_ in ctx.plan.items]
+        cfg = self.config
+        device = self.model.visual.get_device()
+        ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * len(kinds)
+        types = [k for kind in kinds for k in (kind, 0)]
+        cache = VambaCache(config=cfg.get_text_config(decoder=True))
+        self.model(input_ids=torch.tensor([ids], device=device), mm_token_type_ids=torch.tensor([types], device=device),
+                   past_key_values=cache, use_cache=True, context_parallel=ctx)
         return cache
 
     @torch.no_grad()

@@ -110,3 +110,68 @@ def assemble_video_stream(
     pad_id = sample_idx.max(dim=1, keepdim=True).values.clamp(min=0) + 1
     seq_idx = torch.where(sample_idx >= 0, sample_idx, pad_id).to(torch.int32)
     return VideoStream(states=states_t, sample_idx=sample_idx, seq_idx=seq_idx, grid_positions=grid)
+
+
+def marker_kinds(
+    config, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None, n_images: int, n_videos: int
+) -> torch.Tensor:
+    """(B, N): 1 (image) or 2 (video) at each `<|vision_start|>` marker, 0 elsewhere.
+
+    The release marks images and videos alike, so a marker's kind comes from `mm_token_type_ids` when given,
+    else from the single kind of items present. Our earlier image layout (`<|vision_start|><|image_pad|>
+    <|vision_end|>`) still reads as an image, so checkpoints and data made with it keep working.
+    """
+    is_marker = input_ids == config.vision_start_token_id
+    if mm_token_type_ids is not None:
+        kinds = torch.where(is_marker, mm_token_type_ids.to(input_ids.device), 0)
+        if bool((is_marker & (kinds != 1) & (kinds != 2)).any()):
+            raise ValueError("mm_token_type_ids must be 1 (image) or 2 (video) at every <|vision_start|> marker")
+        return kinds
+    next_tok = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-1)
+    old_image = is_marker & (next_tok == config.image_token_id)
+    kinds = torch.where(old_image, 1, 0)
+    rest = is_marker & ~old_image
+    if bool(rest.any()):
+        if n_images == int(old_image.sum()):
+            kinds = torch.where(rest, 2, kinds)
+        elif n_videos == 0:
+            kinds = torch.where(rest, 1, kinds)
+        else:
+            raise ValueError(
+                "input_ids mark images and videos alike (<|vision_start|><|vision_end|>, the release layout) and "
+                "both were given: pass mm_token_type_ids (1 for an image, 2 for a video at each <|vision_start|>), "
+                "as VambaProcessor does"
+            )
+    return kinds
+
+
+def stream_items(
+    config,
+    input_ids: torch.Tensor,
+    mm_token_type_ids: torch.Tensor | None,
+    image_grid_thw: torch.Tensor | None,
+    video_grid_thw: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
+) -> list[tuple[str, int, tuple[int, int, int], int]]:
+    """The visual items of ONE row in stream (marker) order: (kind, index within its kind, (t, h, w) patch grid,
+    packed sample of its marker). input_ids: (1, N); position_ids restart at packed sample boundaries."""
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"one row expected (pack samples into one row), got {input_ids.shape[0]}")
+    grids = {"image": [] if image_grid_thw is None else image_grid_thw.tolist(),
+             "video": [] if video_grid_thw is None else video_grid_thw.tolist()}
+    kinds = marker_kinds(config, input_ids, mm_token_type_ids, len(grids["image"]), len(grids["video"]))[0]
+    if position_ids is not None and position_ids.ndim == 3:
+        position_ids = position_ids[-1]
+    samples = packed_sample_index(position_ids, 1, input_ids.shape[1], input_ids.device)[0]
+    used = {"image": 0, "video": 0}
+    out = []
+    for pos in (kinds != 0).nonzero().flatten().tolist():
+        kind = "image" if int(kinds[pos]) == 1 else "video"
+        if used[kind] >= len(grids[kind]):
+            raise ValueError(f"input_ids hold more {kind} markers than the {len(grids[kind])} {kind}(s) given")
+        out.append((kind, used[kind], tuple(int(x) for x in grids[kind][used[kind]]), int(samples[pos])))
+        used[kind] += 1
+    for kind, n in used.items():
+        if n != len(grids[kind]):
+            raise ValueError(f"input_ids hold {n} {kind} marker(s) but {len(grids[kind])} {kind}(s) were given")
+    return out

@@ -73,6 +73,9 @@ class StageConfig:
     per_device_batch_size: int = 1
     gradient_checkpointing: bool = True
     max_grad_norm: float = 1.0
+    # Ranks per sample: each of the W ranks of a group takes a time slice of the sample's video (vamba.parallel);
+    # W divides the world size, and the data-parallel degree is world / W.
+    context_parallel: int = 1
     lora: LoraConfig = field(default_factory=LoraConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 

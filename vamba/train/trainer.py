@@ -31,6 +31,7 @@ from ..modeling import VambaConfig, VambaForConditionalGeneration
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
 from ..modeling.tiny import tiny_qwen2vl_config, tiny_vocab_size
 from ..modeling.zero import gathered
+from ..parallel import ContextParallel, check_context_parallel, share_batches
 from .config import ModelConfig, TrainConfig
 from .deepspeed import build_deepspeed_config
 from .distill import TeacherLogits, topk_kl
@@ -107,9 +108,11 @@ class VambaTrainer(Trainer):
         teacher: TeacherLogits | None = None,
         distill_temperature: float = 1.0,
         merge_size: int = 2,
+        context_parallel: ContextParallel | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.context_parallel = context_parallel
         self.distill_coeff = distill_coeff
         self.teacher = teacher
         self.distill_temperature = distill_temperature
@@ -125,12 +128,25 @@ class VambaTrainer(Trainer):
             loss = loss + self.distill_coeff * self._distill_loss(outputs.logits, inputs["labels"], keys)
         return (loss, outputs) if return_outputs else loss
 
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        if self.context_parallel is not None:  # the W ranks of a group train on the same samples
+            share_batches(loader, self.context_parallel)
+        return loader
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        if self.context_parallel is not None:  # keep this rank's slice of the pixels, before they reach the device
+            inputs = self.context_parallel.shard(inputs, self.accelerator.unwrap_model(self.model).config)
+        return super()._prepare_inputs(inputs)
+
     def _count_tokens(self, inputs: dict[str, Any]) -> None:
         mask = inputs.get("attention_mask")
-        self._tokens["text"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
-        for grid in ("video_grid_thw", "image_grid_thw"):
-            if grid in inputs:
-                self._tokens["visual"] += int(inputs[grid].prod(-1).sum()) // self.merge
+        text = int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        visual = sum(int(inputs[g].prod(-1).sum()) // self.merge for g in ("video_grid_thw", "image_grid_thw")
+                     if g in inputs)
+        share = self.context_parallel.size if self.context_parallel is not None else 1  # a group shares its sample
+        self._tokens["text"] += text / share
+        self._tokens["visual"] += visual / share
 
     def _distill_loss(self, logits: torch.Tensor, labels: torch.Tensor, keys: list[str] | None) -> torch.Tensor:
         if self.teacher is None or keys is None:
@@ -244,11 +260,13 @@ def snapshot_config(cfg: Any, out_dir: Path) -> None:
 
 def training_arguments(cfg: TrainConfig, cpu: bool) -> TrainingArguments:
     stage = cfg.train
-    per_step = stage.per_device_batch_size * world_size()
+    if stage.context_parallel < 1 or world_size() % stage.context_parallel:
+        raise ValueError(f"train.context_parallel={stage.context_parallel} must divide the world size {world_size()}")
+    per_step = stage.per_device_batch_size * world_size() // stage.context_parallel  # samples per step
     if stage.global_batch_size % per_step:
         raise ValueError(
             f"train.global_batch_size={stage.global_batch_size} is not a multiple of per_device_batch_size "
-            f"({stage.per_device_batch_size}) x world size ({world_size()})"
+            f"({stage.per_device_batch_size}) x data-parallel degree ({world_size() // stage.context_parallel})"
         )
     bf16 = not cpu and cfg.model.dtype == "bfloat16"
     ds = build_deepspeed_config(cfg.deepspeed, on_cpu=cpu, bf16=bf16)
@@ -313,6 +331,7 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
         model = _wrap_lora(model, stage.lora)
     logger.info("stage %s: %s", stage.name, counts)
 
+    cp = _context_parallel(cfg, model, args)
     dataset = build_mixture(cfg.data, processor, skip_log=out / "skipped_samples.jsonl")
     pad = processor.tokenizer.pad_token_id
     if cfg.data.packing.enabled:
@@ -337,6 +356,7 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
         teacher=teacher,
         distill_temperature=stage.distill.temperature,
         merge_size=processor.vision.merge_size,
+        context_parallel=cp,
     )
     resume = None
     if cfg.resume == "auto":
@@ -361,6 +381,23 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
         if cfg.eval_after:
             evaluate_export(cfg, final)
     return trainer, final
+
+
+def _context_parallel(cfg: TrainConfig | Any, model: torch.nn.Module, args: TrainingArguments):
+    """The run's `ContextParallel` (None for W = 1), after start-up checks that need no compute."""
+    size = cfg.train.context_parallel
+    if size == 1:
+        return None
+    config = model.config
+    frames = [s.frames.num_frames for s in cfg.data.sources if s.frames.num_frames is not None]
+    check_context_parallel(size, world_size(), getattr(config.get_text_config(), "mixer_type", "none"), frames,
+                           config.vision_config.temporal_patch_size)
+    if cfg.train.per_device_batch_size != 1:
+        raise ValueError("train.context_parallel needs per_device_batch_size=1 (pack samples into one row instead)")
+    if cfg.train.distill.coeff > 0:
+        raise ValueError("train.context_parallel with distillation is not supported")
+    _ = args.device  # initialises torch.distributed under torchrun
+    return ContextParallel(size, allow_replicated=True)
 
 
 def evaluate_export(cfg: TrainConfig | Any, final: Path) -> dict[str, Any]:
