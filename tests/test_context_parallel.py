@@ -150,3 +150,20 @@ def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
     assert sorted(one) == sorted(cp) and len(one) == 8
     assert all(one[q]["response"] == cp[q]["response"] for q in one)
     assert not list((tmp_path / "cp").glob(".results*"))  # the group's second rank wrote nothing that stays
+
+
+def test_7b_account_divides_the_video_part_by_w(tmp_path, capsys):
+    from vamba.cli import main
+    from vamba.efficiency.configs import get_profile_config
+    from vamba.efficiency.context_parallel import max_frames, train_account
+
+    p = get_profile_config("7b")
+    one, eight = train_account(p, 1024, 1), train_account(p, 1024, 8)
+    assert one.states_gb == eight.states_gb and one.comm_gb == 0 < eight.comm_gb
+    assert eight.local_tokens == -(-one.local_tokens // 8)
+    text_only = train_account(p, 2, 1)  # one temporal patch: what does not scale with the video
+    video = lambda a: a.checkpoints_gb + a.recompute_gb - text_only.checkpoints_gb - text_only.recompute_gb
+    assert video(eight) == pytest.approx(video(one) / 8, rel=0.02)
+    assert max_frames(p, 8, train_vision=False) >= 4096 > max_frames(p, 1, train_vision=False)
+    assert main(["bench", "--context-parallel", "--out", str(tmp_path)]) == 0
+    assert "frames that fit" in capsys.readouterr().out and (tmp_path / "context_parallel_account.json").is_file()
