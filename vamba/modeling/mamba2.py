@@ -19,6 +19,7 @@ convolution nor the scan carries information across a change of ``seq_idx``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -130,9 +131,9 @@ class Mamba2Mixer(nn.Module):
     in_proj -> [z, x, B, C, dt]; (x, B, C) -> depthwise causal conv -> SiLU -> SSD scan (dt softplus with bias,
     D skip) -> gated RMSNorm with z -> out_proj.
 
-    ``inference_piece_len``: when autograd is off, the pure-PyTorch path processes inputs longer than this many
-    tokens in pieces, passing the streaming state between them (same result, activation memory bounded by one
-    piece). 0 disables it. Settable per instance.
+    ``inference_piece_len``: when autograd is off, both paths process inputs longer than this many tokens in
+    pieces, passing the streaming state between them (same result, activation memory bounded by one piece). 0
+    disables it. Settable per instance.
     """
 
     inference_piece_len: int = 4096
@@ -257,11 +258,10 @@ class Mamba2Mixer(nn.Module):
         state in place (values are stored detached: the state is a cache, not part of the autograd graph).
         """
         kernels = fused_kernels(self.use_kernels, hidden_states)
-        if kernels is not None:
-            return self._forward_cuda(kernels, hidden_states, seq_idx, state)
+        run = self._forward_torch if kernels is None else functools.partial(self._forward_cuda, kernels)
         piece = self.inference_piece_len
         if torch.is_grad_enabled() or not piece or hidden_states.shape[1] <= piece:
-            return self._forward_torch(hidden_states, seq_idx, state)
+            return run(hidden_states, seq_idx, state)
         # Without autograd, stream long inputs through the mixer piece by piece. The state carries everything
         # across pieces, so the result is the same, while activations (in_proj output, conv, norm: ~10 full-width
         # tensors per token) only exist for one piece: bounded memory, and cache-friendly at any length.
@@ -270,7 +270,7 @@ class Mamba2Mixer(nn.Module):
         out = None
         for start in range(0, hidden_states.shape[1], piece):
             sl = slice(start, start + piece)
-            y = self._forward_torch(hidden_states[:, sl], seq_idx[:, sl] if seq_idx is not None else None, state)
+            y = run(hidden_states[:, sl], seq_idx[:, sl] if seq_idx is not None else None, state)
             if out is None:
                 out = y.new_empty(*hidden_states.shape[:2], y.shape[-1])
             out[:, sl] = y

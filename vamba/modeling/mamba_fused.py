@@ -77,12 +77,14 @@ def load_kernels() -> SimpleNamespace | None:
     Triton kernels do not import. Cached: imported once.
 
     Attributes: ``mamba_chunk_scan_combined``, ``mamba_split_conv1d_scan_combined``, ``rmsnorm_fn`` (gated
-    RMSNorm) and ``ssd_combined`` (the module; whether it found causal-conv1d is read from it at call time);
+    RMSNorm), ``selective_state_update`` (one decoding step) and ``ssd_combined`` (the module; whether it found
+    causal-conv1d is read from it at call time);
     ``selective_scan_fn`` (mamba_ssm's CUDA extension) and ``causal_conv1d_fn`` (causal-conv1d), None where absent.
     """
     try:
         ssd = _import_mamba_ssm("mamba_ssm.ops.triton.ssd_combined")
         norm = _import_mamba_ssm("mamba_ssm.ops.triton.layernorm_gated")
+        step = _import_mamba_ssm("mamba_ssm.ops.triton.selective_state_update")
     except (ImportError, OSError):
         return None
     return SimpleNamespace(
@@ -90,6 +92,7 @@ def load_kernels() -> SimpleNamespace | None:
         mamba_chunk_scan_combined=ssd.mamba_chunk_scan_combined,
         mamba_split_conv1d_scan_combined=ssd.mamba_split_conv1d_scan_combined,
         rmsnorm_fn=norm.rmsnorm_fn,
+        selective_state_update=step.selective_state_update,
         selective_scan_fn=_optional("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn"),
         causal_conv1d_fn=_optional("causal_conv1d", "causal_conv1d_fn"),
     )
@@ -144,51 +147,96 @@ def mamba2_fused(mixer: torch.nn.Module, kernels: SimpleNamespace, hidden_states
     # mamba_ssm only clamps dt when a limit is passed; pass it only when it is not the no-op default.
     limit = {} if mixer.dt_limit == NO_DT_LIMIT else {"dt_limit": mixer.dt_limit}
     conv_weight = mixer.conv1d.weight[:, 0]  # (conv_dim, d_conv)
-    if state is None:
-        # One fused kernel for split + conv + scan + gated norm + out_proj (memory-efficient backward).
+    if seq_idx is not None:
+        if state is not None:
+            # mamba_ssm applies initial_states to tokens with seq_idx == 0; the mixer's contract (and the pure path)
+            # to the first token's sequence. Ids shifted to start at 0 in every row make them agree.
+            seq_idx = seq_idx - seq_idx[:, :1]
+        seq_idx = seq_idx.to(torch.int32).contiguous()
+    if state is None and _fused_conv_available(kernels, mixer.conv_dim):
+        # One kernel for split + conv + scan + gated norm + out_proj (memory-efficient backward).
         return kernels.mamba_split_conv1d_scan_combined(
             zxbcdt, conv_weight, mixer.conv1d.bias, mixer.dt_bias, A, D=mixer.D, chunk_size=mixer.chunk_size,
-            seq_idx=seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None, activation="silu",
-            rmsnorm_weight=mixer.norm.weight, rmsnorm_eps=mixer.norm.eps,
+            seq_idx=seq_idx, activation="silu", rmsnorm_weight=mixer.norm.weight, rmsnorm_eps=mixer.norm.eps,
             outproj_weight=mixer.out_proj.weight, outproj_bias=mixer.out_proj.bias, headdim=mixer.headdim,
             ngroups=mixer.ngroups, norm_before_gate=False, **limit,
         )
 
-    # Streaming: the fused kernel cannot start from a conv state, so run the pieces separately.
+    # The same steps one by one: the fused kernel cannot start from a conv state and needs causal-conv1d.
     z, xBC, dt = mixer._split(zxbcdt)
-    if seq_idx is not None:
-        # mamba_ssm applies initial_states to tokens with seq_idx == 0; the pure path (and the contract of the
-        # mixer) to the first token's sequence. Shifting ids to start at 0 in every row makes them agree.
-        seq_idx = (seq_idx - seq_idx[:, :1]).to(torch.int32).contiguous()
-    # The new conv state follows the same rules on every path. Only the last d_conv - 1 tokens can reach it
-    # (with fewer tokens, the old state's tail does, which _extend_with_state provides).
-    tail = slice(xBC.shape[1] - min(xBC.shape[1], mixer.d_conv - 1), None)
-    conv_state = _next_conv_state(
-        _extend_with_state(xBC[:, tail].transpose(1, 2), state.conv_state, mixer.d_conv),
-        seq_idx[:, tail] if seq_idx is not None else None, mixer.d_conv,
-    )
-    if kernels.causal_conv1d_fn is not None and seq_idx is None:
-        # causal-conv1d takes initial_states only in channel-last layout (stride 1 along channels) for both x
-        # and the states, and rejects initial_states together with seq_idx.
-        x_cl = xBC.contiguous().transpose(1, 2)  # (b, conv_dim, l), channel-last
-        init_cl = state.conv_state.to(xBC.dtype).transpose(1, 2).contiguous().transpose(1, 2)
-        xBC = kernels.causal_conv1d_fn(
-            x_cl, conv_weight, mixer.conv1d.bias, initial_states=init_cl, activation="silu"
-        ).transpose(1, 2)
-    else:
-        conv_out, _ = causal_depthwise_conv(
-            xBC.transpose(1, 2), conv_weight, mixer.conv1d.bias, seq_idx, state.conv_state
+    if state is not None:
+        # The new conv state follows the same rules on every path. Only the last d_conv - 1 tokens can reach it
+        # (with fewer tokens, the old state's tail does, which _extend_with_state provides).
+        tail = slice(xBC.shape[1] - min(xBC.shape[1], mixer.d_conv - 1), None)
+        conv_state = _next_conv_state(
+            _extend_with_state(xBC[:, tail].transpose(1, 2), state.conv_state, mixer.d_conv),
+            seq_idx[:, tail] if seq_idx is not None else None, mixer.d_conv,
         )
-        xBC = F.silu(conv_out).transpose(1, 2)
+    xBC = _conv_silu(kernels, xBC, conv_weight, mixer.conv1d.bias, seq_idx, state.conv_state if state else None)
     x, B, C = mixer._scan_inputs(xBC)
-    y, ssm_state = kernels.mamba_chunk_scan_combined(
-        x, dt, A, B, C, chunk_size=mixer.chunk_size, D=mixer.D, z=None, dt_bias=mixer.dt_bias, dt_softplus=True,
-        seq_idx=seq_idx, initial_states=state.ssm_state, return_final_states=True, **limit,
-    )
-    state.conv_state.copy_(conv_state.detach())
-    state.ssm_state.copy_(ssm_state.detach())
-    y = mixer.norm(y.flatten(2), z)
+    if state is not None and x.shape[1] == 1 and not x.requires_grad and not limit:
+        y = _decode_step(kernels, mixer, x, dt, A, B, C, state.ssm_state)  # updates state.ssm_state in place
+    else:
+        result = kernels.mamba_chunk_scan_combined(
+            x, dt, A, B, C, chunk_size=mixer.chunk_size, D=mixer.D, z=None, dt_bias=mixer.dt_bias,
+            dt_softplus=True, seq_idx=seq_idx, return_final_states=state is not None,
+            # A copy: the kernel saves initial_states for its backward, and the state is updated in place below.
+            initial_states=state.ssm_state.clone() if state is not None else None, **limit,
+        )
+        y = result[0] if state is not None else result
+        if state is not None:
+            state.ssm_state.copy_(result[1].detach())
+    if state is not None:
+        state.conv_state.copy_(conv_state.detach())
+    y = kernels.rmsnorm_fn(y.flatten(2), mixer.norm.weight, None, z=z, eps=mixer.norm.eps,
+                           group_size=mixer.norm.group_size, norm_before_gate=False)
     return mixer.out_proj(y)
+
+
+def _fused_conv_available(kernels: SimpleNamespace, channels: int) -> bool:
+    """Whether mamba_split_conv1d_scan_combined can run: it calls causal-conv1d's functions, which mamba_ssm imports
+    itself (None without the package), in channel-last layout, which needs channels a multiple of 8."""
+    ssd = kernels.ssd_combined
+    found = getattr(ssd, "causal_conv1d_fwd_function", None) is not None
+    return found and getattr(ssd, "causal_conv1d_bwd_function", None) is not None and channels % 8 == 0
+
+
+def _conv_silu(kernels: SimpleNamespace, xBC: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               seq_idx: torch.Tensor | None, conv_state: torch.Tensor | None) -> torch.Tensor:
+    """SiLU(depthwise causal conv) of xBC (b, l, c) -> (b, l, c), continuing from conv_state (b, c, k - 1) if given.
+
+    causal-conv1d where its argument rules allow: seq_idx and initial states only in channel-last layout (stride 1
+    along channels), which needs c (and so the strides) a multiple of 8, and never both together. Else our conv.
+    """
+    channels = xBC.shape[-1]
+    usable = kernels.causal_conv1d_fn is not None and channels % 8 == 0 and (seq_idx is None or conv_state is None)
+    if not usable:
+        out, _ = causal_depthwise_conv(xBC.transpose(1, 2), weight, bias, seq_idx, conv_state)
+        return F.silu(out, inplace=not out.requires_grad).transpose(1, 2)
+    init = None
+    if conv_state is not None:
+        # A fresh channel-last copy: causal-conv1d saves initial_states for its backward and the state is updated in
+        # place afterwards (with d_conv = 2 a transpose-contiguous-transpose would return a view of the state).
+        init = conv_state.transpose(1, 2).clone(memory_format=torch.contiguous_format).to(xBC.dtype).transpose(1, 2)
+    out = kernels.causal_conv1d_fn(xBC.contiguous().transpose(1, 2), weight, bias, seq_idx=seq_idx,
+                                   initial_states=init, activation="silu")
+    return out.transpose(1, 2)
+
+
+def _decode_step(kernels: SimpleNamespace, mixer: torch.nn.Module, x: torch.Tensor, dt: torch.Tensor,
+                 A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, ssm_state: torch.Tensor) -> torch.Tensor:
+    """One token without autograd through mamba_ssm's decoding kernel ``selective_state_update``, which updates
+    ssm_state (b, h, p, n) in place. x: (b, 1, h, p), dt: (b, 1, h), B, C: (b, 1, g, n) -> y (b, 1, h, p).
+
+    Per-head A, dt, dt_bias and D are broadcast over headdim with stride 0, as mamba_ssm's Mamba2.step does.
+    """
+    heads, headdim, dstate = ssm_state.shape[1:]
+    D = mixer.D if mixer.D.dim() == 2 else mixer.D[:, None].expand(heads, headdim)
+    y = kernels.selective_state_update(
+        ssm_state, x[:, 0], dt[:, 0, :, None].expand(-1, -1, headdim), A[:, None, None].expand(-1, headdim, dstate),
+        B[:, 0], C[:, 0], D=D, z=None, dt_bias=mixer.dt_bias[:, None].expand(-1, headdim), dt_softplus=True,
+    )
+    return y[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------------
