@@ -1,8 +1,10 @@
 """Kernel lane harness: mamba_ssm's Triton kernels on CPU tensors, under Triton's interpreter.
 
 The lane (scripts/test_kernels.sh, a venv with triton and a Triton-only mamba_ssm build) runs tests/kernels with
-TRITON_INTERPRET=1: Triton then executes each kernel program with numpy on CPU tensors. Elsewhere (the main suite,
-without the optional `cuda` extra) every test here is skipped.
+TRITON_INTERPRET=1: Triton then executes each kernel program with numpy on CPU tensors (this module sets it too,
+when imported before Triton). Elsewhere (the main suite, without the optional `cuda` extra) every test here is
+skipped. Test modules import the `kernels` fixture from here (no conftest.py: tests/conftest.py is imported by name
+by other tests, and a second module of that name would shadow it).
 
 mamba_ssm's Python wrappers assume a CUDA device; `install()` supplies what the CPU lacks, nothing more:
 - ``torch.cuda.device(index)`` (entered around every launch, with index None on CPU): a no-op context;
@@ -26,6 +28,7 @@ import os
 import sys
 from types import ModuleType, SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +36,11 @@ import torch.nn.functional as F
 def extra_present() -> bool:
     """Whether the optional `cuda` extra's Triton kernels can be imported here (triton and mamba_ssm installed)."""
     return importlib.util.find_spec("triton") is not None and importlib.util.find_spec("mamba_ssm") is not None
+
+
+if extra_present():
+    # Read by Triton when its kernels are defined (at import): set before anything imports triton.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -98,6 +106,13 @@ def install() -> SimpleNamespace:
         raise RuntimeError("mamba_ssm's Triton kernels do not import although triton and mamba_ssm are installed")
     pin_autotune_configs()
     return kernels
+
+
+@pytest.fixture(scope="session", name="kernels")
+def kernels_fixture():
+    """The kernel table of vamba's loader, with the CPU shims active while the tests run."""
+    with cpu_shims():
+        yield install()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kernel_harness import extra_present
+from kernel_harness import extra_present, kernels_fixture  # noqa: F401 (fixture)
 
 if not extra_present():
     pytest.skip("optional `cuda` extra (triton + mamba_ssm) absent", allow_module_level=True)

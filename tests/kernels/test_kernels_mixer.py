@@ -16,7 +16,7 @@ import contextlib
 
 import pytest
 import torch
-from kernel_harness import conv1d_present, extra_present, rel_err
+from kernel_harness import conv1d_present, extra_present, kernels_fixture, rel_err  # noqa: F401 (fixture)
 
 if not extra_present():
     pytest.skip("optional `cuda` extra (triton + mamba_ssm) absent", allow_module_level=True)

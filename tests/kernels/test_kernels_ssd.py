@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_harness import extra_present, rel_err
+from kernel_harness import extra_present, kernels_fixture, rel_err  # noqa: F401 (fixture)
 
 if not extra_present():
     pytest.skip("optional `cuda` extra (triton + mamba_ssm) absent", allow_module_level=True)
