@@ -10,8 +10,8 @@ What runs (Mamba-2):
   ``mamba_split_conv1d_scan_combined`` (split, conv, scan, gated RMSNorm and out_proj; memory-efficient backward);
 * otherwise (a streaming state; no causal-conv1d; conv channels that causal-conv1d's channel-last layout, and so
   the fused kernel, rejects): the depthwise conv through causal-conv1d where its argument rules allow, else our
-  PyTorch conv; ``mamba_chunk_scan_combined`` (seq_idx, initial and final states); mamba_ssm's gated RMSNorm;
-  out_proj;
+  PyTorch conv; ``mamba_chunk_scan_combined`` (seq_idx, initial and final states), or for a one-token streaming
+  step without autograd the decoding kernel ``selective_state_update``; mamba_ssm's gated RMSNorm; out_proj.
 
 Mamba-1: causal-conv1d (or our conv) and ``selective_scan_fn`` (mamba_ssm's CUDA extension), without seq_idx.
 
