@@ -361,9 +361,14 @@ def build_inputs(profile: Profile, system: str, geom: VideoGeometry, text_tokens
 
     config = profile.qwen2vl if system.startswith("qwen2vl") else profile.vamba
     ids = _token_ids(config)
-    gen = torch.Generator().manual_seed(0)
-    pixels, grid = random_video(config, geom.frames, geom.resized_height, geom.resized_width, generator=gen)
-    pixels = pixels.to(device=device, dtype=dtype)
+    if torch.device(device).type == "cpu":
+        gen = torch.Generator().manual_seed(0)
+        pixels, grid = random_video(config, geom.frames, geom.resized_height, geom.resized_width, generator=gen)
+        pixels = pixels.to(dtype=dtype)
+    else:  # an hour of video is gigabytes of pixels: draw them on the device, in the model dtype
+        gen = torch.Generator(device=device).manual_seed(0)
+        pixels = torch.randn(geom.patches, geom.patch_row, generator=gen, device=device, dtype=dtype)
+        grid = torch.tensor([list(geom.grid_thw)])
     grid = grid.to(device)
     prompt = [7 + (i % 50) for i in range(text_tokens)]
     M = geom.tokens

@@ -5,12 +5,13 @@ uses the same names), so checkpoints move between the three without renaming.
 
 Each mixer has two implementations of one function:
 
-* a fused CUDA path through mamba_ssm (and causal-conv1d) when ``use_kernels`` is set, the input lives on a
-  CUDA device and the packages import. They are imported lazily, the first time they are needed, so this
-  module imports on machines without them.
+* a fused CUDA path through mamba_ssm's kernels (and causal-conv1d) when ``use_kernels`` is set, the input
+  lives on a CUDA device and the kernels import (`vamba.modeling.mamba_fused`: loaded lazily, so this module
+  imports on machines without them). The kernel test lane runs it on CPU under Triton's interpreter.
 * a pure-PyTorch path everywhere else (CPU, or GPUs without the packages): a depthwise causal convolution
-  that respects packed-sequence boundaries, then the chunked SSD scan of ``vamba.modeling.ssd`` (Mamba-2) or
-  a time-chunked selective scan (Mamba-1). This path is the reference checked by the tests.
+  (`vamba.modeling.causal_conv`) that respects packed-sequence boundaries, then the chunked SSD scan of
+  ``vamba.modeling.ssd`` (Mamba-2) or a time-chunked selective scan (Mamba-1). This path is the reference
+  checked by the tests.
 
 Packed sequences: ``seq_idx`` (b, l) int32, nondecreasing along l, gives each token's sample; neither the
 convolution nor the scan carries information across a change of ``seq_idx``.
@@ -28,49 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .causal_conv import causal_depthwise_conv
+from .mamba_fused import NO_DT_LIMIT as _NO_DT_LIMIT
+from .mamba_fused import fused_kernels, mamba1_fused, mamba2_fused
 from .ssd import ssd_chunk_scan
 from .zero import gathered
 
 __all__ = ["GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "Mamba2State", "build_mixer", "causal_depthwise_conv"]
-
-_NO_DT_LIMIT = (0.0, float("inf"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Optional CUDA kernels
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _cuda_kernels() -> SimpleNamespace | None:
-    """mamba_ssm / causal-conv1d entry points, or None when mamba_ssm is not importable. Cached: imported once.
-
-    Imported here and not at module level because the packages need CUDA to build and import; the pure path
-    must work without them.
-    """
-    try:
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined
-    except (ImportError, OSError):
-        return None
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except (ImportError, OSError):
-        selective_scan_fn = None
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError):
-        causal_conv1d_fn = None
-    return SimpleNamespace(
-        mamba_chunk_scan_combined=mamba_chunk_scan_combined,
-        mamba_split_conv1d_scan_combined=mamba_split_conv1d_scan_combined,
-        selective_scan_fn=selective_scan_fn,
-        causal_conv1d_fn=causal_conv1d_fn,
-    )
-
-
-def _use_cuda_kernels(use_kernels: bool, hidden_states: torch.Tensor) -> bool:
-    return use_kernels and hidden_states.is_cuda and _cuda_kernels() is not None
-
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd will record an op on these tensors (if not, temporaries may be updated in place)."""
@@ -80,70 +45,6 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 # Shared pieces
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def causal_depthwise_conv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    seq_idx: torch.Tensor | None = None,
-    conv_state: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depthwise causal convolution (no activation) that never mixes tokens of different packed sequences.
-
-    out[:, :, t] = bias + sum_j weight[:, j] * x[:, :, t - (k - 1) + j], where taps reaching before the start of
-    the token's sequence read zero, exactly as if each sequence were convolved on its own with zero padding.
-
-    Args:
-        x: (b, d, l) pre-convolution inputs.
-        weight: (d, k) per-channel kernel; bias: (d,) or None.
-        seq_idx: (b, l) sequence ids, or None for one sequence per row.
-        conv_state: (b, d, k - 1) the k - 1 inputs preceding ``x`` (streaming); they belong to the sequence of the
-            row's first token. Zeros (= the start of a sequence) when None.
-
-    Returns:
-        out (b, d, l) and the new conv state (b, d, k - 1): the last k - 1 inputs, with inputs of a sequence other
-        than the last token's zeroed so that a continuation cannot see them.
-    """
-    batch, dim, seqlen = x.shape
-    width = weight.shape[1]
-    x_ext = _extend_with_state(x, conv_state, width)  # (b, d, k - 1 + l)
-    new_state = _next_conv_state(x_ext, seq_idx, width)
-
-    if seq_idx is None:
-        out = F.conv1d(x_ext, weight[:, None].to(x.dtype), bias.to(x.dtype) if bias is not None else None, groups=dim)
-        return out, new_state
-
-    # With packed sequences a tap must be dropped depending on the output position, which F.conv1d cannot do;
-    # a depthwise kernel is only k taps wide, so sum the k shifted, masked copies instead (linear in l).
-    seq_ext = _extend_seq_idx(seq_idx, width)
-    out = x.new_zeros(batch, dim, seqlen) if bias is None else bias.to(x.dtype)[:, None].expand(batch, dim, seqlen)
-    for j in range(width):
-        same_seq = (seq_ext[:, j:j + seqlen] == seq_idx)[:, None]  # (b, 1, l)
-        out = out + weight[:, j, None].to(x.dtype) * x_ext[:, :, j:j + seqlen] * same_seq
-    return out, new_state
-
-
-def _extend_with_state(x: torch.Tensor, conv_state: torch.Tensor | None, width: int) -> torch.Tensor:
-    """(b, d, l) -> (b, d, k - 1 + l): the conv state (or zeros) followed by x."""
-    if conv_state is None:
-        conv_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
-    return torch.cat([conv_state.to(x.dtype), x], dim=-1)
-
-
-def _extend_seq_idx(seq_idx: torch.Tensor, width: int) -> torch.Tensor:
-    """(b, l) -> (b, k - 1 + l): the conv-state positions belong to the first token's sequence."""
-    return torch.cat([seq_idx[:, :1].expand(-1, width - 1), seq_idx], dim=1)
-
-
-def _next_conv_state(x_ext: torch.Tensor, seq_idx: torch.Tensor | None, width: int) -> torch.Tensor:
-    """Conv state after the last token: the last k - 1 inputs of ``x_ext`` (b, d, k - 1 + l) -> (b, d, k - 1),
-    zeroed where they belong to a sequence other than the last token's (a continuation must not see them)."""
-    state = x_ext[:, :, x_ext.shape[-1] - (width - 1):]
-    if seq_idx is not None:
-        seq_ext = _extend_seq_idx(seq_idx, width)
-        state = state * (seq_ext[:, seq_ext.shape[1] - (width - 1):] == seq_idx[:, -1:])[:, None]
-    return state
 
 
 class GatedRMSNorm(nn.Module):
@@ -230,9 +131,9 @@ class Mamba2Mixer(nn.Module):
     in_proj -> [z, x, B, C, dt]; (x, B, C) -> depthwise causal conv -> SiLU -> SSD scan (dt softplus with bias,
     D skip) -> gated RMSNorm with z -> out_proj.
 
-    ``inference_piece_len``: when autograd is off, the pure-PyTorch path processes inputs longer than this many
-    tokens in pieces, passing the streaming state between them (same result, activation memory bounded by one
-    piece). 0 disables it. Settable per instance.
+    ``inference_piece_len``: when autograd is off, both paths process inputs longer than this many tokens in
+    pieces, passing the streaming state between them (same result, activation memory bounded by one piece). 0
+    disables it. Settable per instance.
     """
 
     inference_piece_len: int = 4096
@@ -370,11 +271,11 @@ class Mamba2Mixer(nn.Module):
         seq_idx: (b, l) int32 packed-sequence ids (nondecreasing). state: continue from and update this streaming
         state in place (values are stored detached: the state is a cache, not part of the autograd graph).
         """
-        if _use_cuda_kernels(self.use_kernels, hidden_states):
-            return self._forward_cuda(hidden_states, seq_idx, state)
+        kernels = fused_kernels(self.use_kernels, hidden_states)
+        run = self._forward_torch if kernels is None else functools.partial(self._forward_cuda, kernels)
         piece = self.inference_piece_len
         if torch.is_grad_enabled() or not piece or hidden_states.shape[1] <= piece:
-            return self._forward_torch(hidden_states, seq_idx, state)
+            return run(hidden_states, seq_idx, state)
         # Without autograd, stream long inputs through the mixer piece by piece. The state carries everything
         # across pieces, so the result is the same, while activations (in_proj output, conv, norm: ~10 full-width
         # tensors per token) only exist for one piece: bounded memory, and cache-friendly at any length.
@@ -383,7 +284,7 @@ class Mamba2Mixer(nn.Module):
         out = None
         for start in range(0, hidden_states.shape[1], piece):
             sl = slice(start, start + piece)
-            y = self._forward_torch(hidden_states[:, sl], seq_idx[:, sl] if seq_idx is not None else None, state)
+            y = run(hidden_states[:, sl], seq_idx[:, sl] if seq_idx is not None else None, state)
             if out is None:
                 out = y.new_empty(*hidden_states.shape[:2], y.shape[-1])
             out[:, sl] = y
@@ -443,63 +344,13 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(y)
 
     def _forward_cuda(
-        self, hidden_states: torch.Tensor, seq_idx: torch.Tensor | None, state: Mamba2State | None
+        self, kernels: SimpleNamespace, hidden_states: torch.Tensor, seq_idx: torch.Tensor | None,
+        state: Mamba2State | None,
     ) -> torch.Tensor:
-        """mamba_ssm fused kernels. UNTESTED on the development machine (no GPU there); written against mamba_ssm
-        2.x's documented signatures (ssd_combined.py) and causal-conv1d's causal_conv1d_fn."""
+        """mamba_ssm's fused kernels (`vamba.modeling.mamba_fused`, which says which kernels run when)."""
         if state is not None and seq_idx is not None:
             _reset_finished_sequences(state, seq_idx)
-        kernels = _cuda_kernels()
-        A = self._A()
-        zxbcdt = self.in_proj(hidden_states)  # (b, l, 2 * d_inner + 2 * g * n + h)
-        # mamba_ssm only clamps dt when a limit is passed; pass it only when it is not the no-op default.
-        dt_limit_kwargs = {} if self.dt_limit == _NO_DT_LIMIT else {"dt_limit": self.dt_limit}
-        conv_weight = self.conv1d.weight[:, 0]  # (conv_dim, d_conv)
-        if state is None:
-            # One fused kernel for split + conv + scan + gated norm + out_proj (memory-efficient backward).
-            return kernels.mamba_split_conv1d_scan_combined(
-                zxbcdt, conv_weight, self.conv1d.bias, self.dt_bias, A, D=self._D(), chunk_size=self.chunk_size,
-                seq_idx=seq_idx.to(torch.int32).contiguous() if seq_idx is not None else None, activation="silu",
-                rmsnorm_weight=self.norm.weight, rmsnorm_eps=self.norm.eps,
-                outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias, headdim=self.headdim,
-                ngroups=self.ngroups, norm_before_gate=False, **dt_limit_kwargs,
-            )
-
-        # Streaming: the fused kernel cannot start from a conv state, so run the pieces separately.
-        z, xBC, dt = self._split(zxbcdt)
-        if seq_idx is not None:
-            # mamba_ssm applies initial_states to tokens with seq_idx == 0; the pure path (and the contract of this
-            # module) to the first token's sequence. Shifting ids to start at 0 in every row makes them agree.
-            seq_idx = (seq_idx - seq_idx[:, :1]).to(torch.int32).contiguous()
-        # The new conv state follows the same rules on every path. Only the last d_conv - 1 tokens can reach it
-        # (with fewer tokens, the old state's tail does, which _extend_with_state provides).
-        tail = slice(xBC.shape[1] - min(xBC.shape[1], self.d_conv - 1), None)
-        conv_state = _next_conv_state(
-            _extend_with_state(xBC[:, tail].transpose(1, 2), state.conv_state, self.d_conv),
-            seq_idx[:, tail] if seq_idx is not None else None, self.d_conv,
-        )
-        if kernels.causal_conv1d_fn is not None and seq_idx is None:
-            # causal-conv1d takes initial_states only in channel-last layout (stride 1 along channels) for both x
-            # and the states, and rejects initial_states together with seq_idx.
-            x_cl = xBC.contiguous().transpose(1, 2)  # (b, conv_dim, l), channel-last
-            init_cl = state.conv_state.to(xBC.dtype).transpose(1, 2).contiguous().transpose(1, 2)
-            xBC = kernels.causal_conv1d_fn(
-                x_cl, conv_weight, self.conv1d.bias, initial_states=init_cl, activation="silu"
-            ).transpose(1, 2)
-        else:
-            conv_out, _ = causal_depthwise_conv(
-                xBC.transpose(1, 2), conv_weight, self.conv1d.bias, seq_idx, state.conv_state
-            )
-            xBC = F.silu(conv_out).transpose(1, 2)
-        x, B, C = self._scan_inputs(xBC)
-        y, ssm_state = kernels.mamba_chunk_scan_combined(
-            x, dt, A, B, C, chunk_size=self.chunk_size, D=self._D(), z=None, dt_bias=self.dt_bias, dt_softplus=True,
-            seq_idx=seq_idx, initial_states=state.ssm_state, return_final_states=True, **dt_limit_kwargs,
-        )
-        state.conv_state.copy_(conv_state.detach())
-        state.ssm_state.copy_(ssm_state.detach())
-        y = self.norm(y.flatten(2), z)
-        return self.out_proj(y)
+        return mamba2_fused(self, kernels, hidden_states, seq_idx, state)
 
     def extra_repr(self) -> str:
         return (
@@ -664,9 +515,9 @@ class Mamba1Mixer(nn.Module):
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, l, d_inner) each
         A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))  # (d_inner, d_state)
         conv_weight = self.conv1d.weight[:, 0]  # (d_inner, d_conv)
-        kernels = _cuda_kernels() if _use_cuda_kernels(self.use_kernels, hidden_states) else None
+        kernels = fused_kernels(self.use_kernels, hidden_states)
         if kernels is not None and kernels.selective_scan_fn is not None and seq_idx is None:
-            return self._forward_cuda(kernels, x, z, A, conv_weight)
+            return mamba1_fused(self, kernels, x, z, A)
 
         conv_out, _ = causal_depthwise_conv(x.transpose(1, 2), conv_weight, self.conv1d.bias, seq_idx)
         x = F.silu(conv_out).transpose(1, 2)  # (b, l, d_inner)
@@ -674,25 +525,6 @@ class Mamba1Mixer(nn.Module):
         dt = F.linear(dt, self.dt_proj.weight)  # bias is added inside the scan, before softplus
         y = selective_scan(x, dt, A, B, C, D=self.D, z=z, delta_bias=self.dt_proj.bias, seq_idx=seq_idx)
         return self.out_proj(y)
-
-    def _forward_cuda(
-        self, kernels: SimpleNamespace, x: torch.Tensor, z: torch.Tensor, A: torch.Tensor, conv_weight: torch.Tensor
-    ) -> torch.Tensor:
-        """mamba_ssm's selective_scan_fn (+ causal-conv1d). UNTESTED on the development machine (no GPU there)."""
-        x_t = x.transpose(1, 2)  # (b, d_inner, l), the layout the CUDA kernels take
-        if kernels.causal_conv1d_fn is not None:
-            x_t = kernels.causal_conv1d_fn(x_t.contiguous(), conv_weight, self.conv1d.bias, activation="silu")
-        else:
-            x_t = F.silu(causal_depthwise_conv(x_t, conv_weight, self.conv1d.bias)[0])
-        dt, B, C = self.x_proj(x_t.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # (b, l, d_inner)
-        y = kernels.selective_scan_fn(
-            x_t.contiguous(), dt.transpose(1, 2).contiguous(), A,
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),  # (b, n, l)
-            self.D.float(), z=z.transpose(1, 2).contiguous(), delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-        )  # (b, d_inner, l)
-        return self.out_proj(y.transpose(1, 2))
 
     def extra_repr(self) -> str:
         return (
