@@ -301,8 +301,10 @@ def _build(profile, kind: str, device: str, fused: bool = True, config=None) -> 
     finally:
         torch.set_default_dtype(previous)
     model.to(device=device, dtype=profile.dtype).eval()
-    for module in model.modules():
-        if hasattr(module, "use_kernels"):
+    from vamba.modeling.mamba2 import Mamba1Mixer, Mamba2Mixer
+
+    for module in model.modules():  # our mixers only: transformers' models have a `use_kernels` of their own
+        if isinstance(module, (Mamba1Mixer, Mamba2Mixer)):
             module.use_kernels = fused
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

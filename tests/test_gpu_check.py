@@ -102,3 +102,16 @@ def test_keeps_going_after_out_of_memory_and_errors(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_refuses_without_cuda_unless_tiny() -> None:
     assert _load_gpu_check().main([]) == 2
+
+
+def test_fused_switch_reaches_our_mixers_only():
+    """Turning the fused path on must not switch on transformers' own `use_kernels` (the hub `kernels` package,
+    absent on GPU machines: on the first real GPU run every model row failed with 'Kernels are not available')."""
+    from vamba.efficiency.configs import get_profile_config
+    from vamba.modeling.mamba2 import Mamba2Mixer
+
+    gpu_check = _load_gpu_check()
+    model = gpu_check._build(get_profile_config("tiny"), "vamba", "cpu", fused=True)
+    mixers = [m for m in model.modules() if isinstance(m, Mamba2Mixer)]
+    assert mixers and all(m.use_kernels for m in mixers)
+    assert not model.use_kernels and not model.model.language_model.use_kernels
