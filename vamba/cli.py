@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _convert(argv: list[str]) -> int:
@@ -63,20 +64,19 @@ def _train(argv: list[str]) -> int:
     import hydra
 
     from .config import CONFIG_DIR
+    from .train import config  # noqa: F401  (registers the schemas before Hydra composes)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def app(cfg) -> None:
         run_training(cfg)
         exit_cleanly()
 
-    from .train import config  # noqa: F401  (registers the schemas before Hydra composes)
-
     sys.argv = ["vamba train", *argv]  # Hydra reads its overrides (and --help, --multirun) from sys.argv
     app()
     return 0
 
 
-def run_training(cfg):
+def run_training(cfg: Any) -> tuple[Any, Path]:
     """Train one stage (`vamba.train.trainer.train`), then score the export with `cfg.eval_after` if set (rank 0;
     results in <output_dir>/eval). Returns the trainer and the export directory."""
     from .train.trainer import is_main_process, train

@@ -367,7 +367,7 @@ def prompt_corpus(samples: int = 64) -> list[str]:
 
 
 def render_video(plan: dict[str, Any], rng: np.random.Generator, config: SyntheticConfig,
-                  num_frames: int) -> Iterator[np.ndarray]:
+                 num_frames: int) -> Iterator[np.ndarray]:
     """Frames of one video: fresh noise each frame, needle episodes pasted over their slots."""
     tint = rng.integers(-4, 5, size=3)  # a faint per-video cast; stays far below needle saturation
     kinds, episodes = plan["kinds"], plan["episodes"]
