@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
 import pytest
+from conftest import REPO
 
-from vamba.quickstart import main
+
+def _script():
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / "scripts" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_configs_build_the_profiled_architecture():
+    """The experiment configs train exactly what `vamba bench --model quickstart` profiles, at its frame size."""
+    from omegaconf import OmegaConf
+
+    from vamba.config import compose
+    from vamba.efficiency.configs import QUICKSTART_FRAME, QUICKSTART_MIXER, QUICKSTART_TEXT, QUICKSTART_VISION
+
+    base = compose("train", ["experiment=quickstart_base"])
+    tiny = OmegaConf.to_container(base.model.tiny)
+    assert base.model.kind == "qwen2_vl" and tiny.pop("vision") == QUICKSTART_VISION
+    assert tiny == {k: v for k, v in QUICKSTART_TEXT.items() if k != "vocab_size"}  # vocab: the tokenizer's
+    for name in ("quickstart", "quickstart_small"):
+        qs = compose(name)
+        assert OmegaConf.to_container(qs.convert.mixer_config) == QUICKSTART_MIXER
+        assert qs.data.width == qs.data.height == QUICKSTART_FRAME
+    stage1, stage2 = (compose("train", [f"experiment=quickstart_{s}"]) for s in ("stage1", "stage2"))
+    assert (stage1.train.name, stage2.train.name) == ("pretrain", "sft")
+    assert [s.weight for s in stage1.data.sources] == [1.0, 0.25] and len(stage2.data.sources) == 1
 
 
 def test_small_quickstart_runs_every_step_and_reuses_them(tmp_path):
+    main = _script().main
     assert main(["--small", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     models = {(r["model"], r["frames"]) for r in summary["results"]}

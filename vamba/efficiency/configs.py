@@ -38,7 +38,7 @@ QWEN_VIDEO_PAD = 151656
 
 PROFILES = ("7b", "small", "tiny", "quickstart")
 
-#: The quickstart's tiny models (`vamba.quickstart` builds its Hydra overrides from these; the bench profile too).
+#: The quickstart's tiny models (configs/experiment/quickstart_*.yaml train them: tests/test_quickstart.py).
 QUICKSTART_TEXT = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2)
 QUICKSTART_VISION = dict(depth=2, embed_dim=64, num_heads=2, patch_size=14)
