@@ -100,7 +100,7 @@ def _eval(model: Path, model_type: str, data: Path, frames: int, out: Path) -> d
         f"model.path={model}",
         f"model.type={model_type}",
         f"data_dir={data}",
-        f"frames={frames}",
+        f"frames.count={frames}",
         f"output_dir={out}",
         "max_new_tokens=2",
     ]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         f"data.sources.0.root={data}",
         f"data.sources.1.annotation={data}/captions.jsonl",
         f"data.sources.1.root={data}",
-        f"data.sources.0.frames.num_frames={size['frames']}",
+        f"data.sources.0.frames.count={size['frames']}",
         "dataloader_workers=1",
         "logging_steps=10",
         "save_steps=100000",

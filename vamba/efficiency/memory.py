@@ -53,8 +53,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
-
-from vamba.data.video import smart_resize
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 if TYPE_CHECKING:
     from .configs import Profile
@@ -132,7 +131,7 @@ def video_geometry(
 ) -> VideoGeometry:
     """Visual-token geometry of `frames` frames of `height` x `width` pixels for a Qwen2-VL/Vamba `config`.
 
-    The resize is Qwen2-VL's (`vamba.data.video.smart_resize`, which delegates to transformers'): sides become
+    The resize is Qwen2-VL's (transformers' `smart_resize`, the processor's own rule): sides become
     multiples of patch x merge, the area stays within [min, max] merged tokens per temporal patch (128 and 768
     for the released video processor). 640x360 at 7B -> 644x364 -> 26 x 46 patches -> 299 tokens per 2 frames.
 
