@@ -7,9 +7,8 @@ a fresh subprocess (no warm caches, honest peak memory) and times open + decode 
 middles, `vamba.data.video.sample_indices`) with one decoder thread.
 
 Methods (those not installed are listed as such):
-- ``load_video``: the project's reader, ``vamba.data.video.load_video(resize=False)`` (default backend);
-- ``pyav-planner``: the project's former hand-written PyAV seek planner (measured at the commit named in
-  docs/decoding.md; only where this checkout still has it);
+- ``pyav-planner``: the project's reader, ``load_video(path, FrameSpec(count=N), backend="pyav", resize=False)``:
+  our seek planner on PyAV (`vamba.data.decode`), the default backend;
 - ``decord``: ``decord.VideoReader(path).get_batch(indices)`` (the original release's loader);
 - ``torchcodec``: ``VideoDecoder(path, seek_mode="exact").get_frames_at(indices)``, and
   ``torchcodec-approx`` with ``seek_mode="approximate"`` (no scan of the file at open);
@@ -34,10 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("load_video", "pyav-planner", "decord", "torchcodec", "torchcodec-approx", "transformers")
+METHODS = ("pyav-planner", "decord", "torchcodec", "torchcodec-approx", "transformers")
 WIDTH, HEIGHT, FPS, GOP = 640, 360, 30, 250
 NEEDS = {"decord": "decord", "torchcodec": "torchcodec.decoders", "torchcodec-approx": "torchcodec.decoders",
-         "transformers": "transformers.video_utils", "pyav-planner": "vamba.data.video:_PyAVReader"}
+         "transformers": "transformers.video_utils"}
 
 
 def _rss_mb(field: str) -> float:
@@ -50,13 +49,11 @@ def _rss_mb(field: str) -> float:
 
 def _decode(method: str, path: str, n: int, threads: int):
     """(frames (N, H, W, 3) uint8 array, indices asked for) for one method; opens the file itself."""
-    from vamba.data.video import load_video, sample_indices
+    from vamba.data.frames import FrameSpec, sample_indices
+    from vamba.data.video import load_video
 
-    if method == "load_video":
-        v = load_video(path, num_frames=n, resize=False, threads=threads)
-        return v.frames, v.indices
     if method == "pyav-planner":
-        v = load_video(path, num_frames=n, backend="pyav", resize=False, threads=threads)
+        v = load_video(path, FrameSpec(count=n), backend="pyav", resize=False, threads=threads)
         return v.frames, v.indices
     if method == "decord":
         import decord
@@ -116,9 +113,7 @@ def make_video(path: Path, seconds: int) -> None:
 
 
 def available(method: str) -> bool:
-    module, _, attr = NEEDS.get(method, "av").partition(":")
-    code = f"import {module}" + (f"; {module}.{attr}" if attr else "")
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env())
+    probe = subprocess.run([sys.executable, "-c", f"import {NEEDS.get(method, 'av')}"], capture_output=True, env=_env())
     return probe.returncode == 0
 
 

@@ -62,6 +62,24 @@ def test_cli_end_to_end_writes_results_and_report(checkpoints, synthetic_data, t
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_frame_mode_on_the_command_line_replaces_the_protocols_sampler(checkpoints, synthetic_data, tmp_path,
+                                                                         monkeypatch):
+    from vamba.evals import runner
+
+    seen = []
+    original = runner.VideoAnswerer.load_frames
+    monkeypatch.setattr(runner.VideoAnswerer, "load_frames",
+                        lambda self, path, q: seen.append(original(self, path, q)) or seen[-1])
+    summary = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "fps", "frames.mode=fps", "frames.fps=2",
+                    "max_videos=1")
+    # 8-frame videos at 4 fps (2 s): 2 fps gives 4 frames, segment middles (the protocol's would be all 8).
+    assert [v.indices.tolist() for v in seen] == [[1, 3, 5, 7]]
+    assert (summary["meta"]["frames"], summary["meta"]["fps"]) == ("fps", 2.0)
+    assert summary["meta"]["frame_overrides"] == {"mode": "fps", "count": 8, "fps": 2.0}
+    with pytest.raises(Exception, match="random"):  # an unknown mode fails when the config is composed
+        _eval(checkpoints["vamba"], synthetic_data, tmp_path / "bad", "frames.mode=random")
+
+
 def test_encode_once_gives_the_same_answers_as_encoding_per_question(checkpoints, synthetic_data, tmp_path):
     _eval(checkpoints["vamba"], synthetic_data, tmp_path / "once")
     _eval(checkpoints["vamba"], synthetic_data, tmp_path / "each", "encode_once=false")
@@ -148,6 +166,7 @@ def test_eval_help_lists_options_and_benchmarks(capsys):
     assert main(["eval", "--help"]) == 0
     out = capsys.readouterr().out
     assert "model.path=" in out and "frames.count=None" in out and "lvbench" in out
+    assert "frames.mode=None  (uniform|linspace|fps|auto)" in out and "sampler" not in out  # set in code only
     assert "protocol='official'  (official|release)" in out
 
 

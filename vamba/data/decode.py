@@ -81,7 +81,8 @@ class FrameSink:
         self.src_hw = tuple(src_hw)
         self.sizes = ([mid_hw] if mid_hw not in (None, self.src_hw, tuple(dst_hw)) else []) + [tuple(dst_hw)]
         self.batch = max(1, min(count, _CHUNK_ELEMENTS // (max(src_hw[0] * src_hw[1], dst_hw[0] * dst_hw[1]) * 3)))
-        self.pending: list[tuple[int, np.ndarray]] = []
+        self.staging = np.empty((self.batch, *src_hw, 3), dtype=np.uint8)  # pages are touched only when used
+        self.pending: list[int] = []  # the slots of the frames in staging
         self.copies: list[tuple[int, int]] = []  # (dst slot, src slot), applied at finish
 
     def _resized(self, frames: np.ndarray) -> np.ndarray:
@@ -90,10 +91,11 @@ class FrameSink:
         return frames
 
     def put(self, slot: int, rgb: np.ndarray) -> None:
-        if rgb.shape[:2] != self.src_hw:  # the stream changed resolution mid-file: resize this one on its own
-            self.out[slot] = self._resized(rgb[None])[0]
+        if rgb.shape[:2] != self.src_hw or self.sizes == [self.src_hw]:  # no resize, or the stream changed
+            self.out[slot] = self._resized(rgb[None])[0]  # resolution mid-file: this frame on its own
             return
-        self.pending.append((slot, rgb))
+        self.staging[len(self.pending)] = rgb
+        self.pending.append(slot)
         if len(self.pending) == self.batch:
             self._flush()
 
@@ -107,8 +109,7 @@ class FrameSink:
 
     def _flush(self) -> None:
         if self.pending:
-            slots, frames = zip(*self.pending)
-            self.out[list(slots)] = self._resized(np.stack(frames))
+            self.out[self.pending] = self._resized(self.staging[:len(self.pending)])
             self.pending = []
 
     def finish(self) -> np.ndarray:
