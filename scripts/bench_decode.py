@@ -4,7 +4,7 @@ The clip is made here (cached under outputs/bench_decode/): 18,000 frames of 640
 at 30 fps with a keyframe every 250 frames, each frame carrying its index in binary blocks
 (`vamba.data.video.write_synthetic_video`), so every method's output is checked frame by frame. Each cell runs in
 a fresh subprocess (no warm caches, honest peak memory) and times open + decode of the same indices (segment
-middles, `vamba.data.video.sample_indices`) with one decoder thread.
+middles, `vamba.data.frames.sample_indices`) with one decoder thread.
 
 Methods (those not installed are listed as such):
 - ``pyav-planner``: the project's reader, ``load_video(path, FrameSpec(count=N), backend="pyav", resize=False)``:

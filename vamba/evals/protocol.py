@@ -30,7 +30,7 @@ class Protocol(str, Enum):
 
 
 PROTOCOLS: tuple[str, ...] = tuple(p.value for p in Protocol)
-#: Frame samplers: the release's (`vamba.data.video.linspace_indices`), the project's segment middles (``uniform``,
+#: Frame samplers: the release's (`vamba.data.frames.linspace_indices`), the project's segment middles (``uniform``,
 #: the synthetic benchmark's, which its needles are placed for) and the benchmarks' own (in their modules).
 SAMPLERS: tuple[str, ...] = ("linspace", "uniform", "videomme", "longvideobench", "mvbench")
 
@@ -49,7 +49,7 @@ class Settings:
 
     - `frames`: frames sampled per video (per clip for MVBench), by `sampler` (`SAMPLERS`); an odd count loses its
       last frame (the release's processor pairs frames and drops the odd one);
-    - `longest_edge`: the release's pre-resize (`vamba.data.video.edge_resize_size`: longest edge to this, each
+    - `longest_edge`: the release's pre-resize (`vamba.data.frames.edge_resize_size`: longest edge to this, each
       side raised to `shortest_edge`), before the processor's own resize; None for no pre-resize;
     - `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `top_k` (0: no top-k filter): generation; the greedy
       release scripts also pass top_p=0.9, which greedy decoding ignores;
