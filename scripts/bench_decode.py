@@ -14,8 +14,10 @@ Methods (those not installed are listed as such):
   ``torchcodec-approx`` with ``seek_mode="approximate"`` (no scan of the file at open);
 - ``transformers``: ``transformers.video_utils.load_video(path, backend="pyav", sample_indices_fn=...)``.
 
-Columns: median wall and CPU seconds of the open + decode call over the repeats, peak RSS increase over the
-process's RSS before the call (median), and whether every returned frame is the requested one.
+Columns: median wall and CPU seconds of the open + decode call over the repeats (run interleaved, so a busy spell
+of the machine hits every method), peak RSS increase over the process's RSS before the call (median), and whether
+every returned frame is the requested one. Decoding is single-threaded, so on an idle machine CPU ~ wall; on a
+shared one the CPU column is the steadier of the two.
 
     python scripts/bench_decode.py                 # 10-minute clip (the first run encodes it, ~2 min)
     python scripts/bench_decode.py --quick         # 1-minute clip
@@ -121,16 +123,17 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def measure(method: str, video: Path, n: int, threads: int, repeats: int) -> dict | None:
-    """Median of `repeats` fresh-process runs; None (and the error printed) when a run fails."""
-    runs = []
-    for _ in range(repeats):
-        cmd = [sys.executable, __file__, "--worker", method, str(video), str(n), str(threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=1800)
-        if proc.returncode != 0:
-            print(f"[bench] {method} N={n} failed:\n{proc.stderr[-2000:]}", flush=True)
-            return None
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+def run_once(method: str, video: Path, n: int, threads: int) -> dict | None:
+    """One fresh-process run; None (and the error printed) when it fails."""
+    cmd = [sys.executable, __file__, "--worker", method, str(video), str(n), str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=1800)
+    if proc.returncode != 0:
+        print(f"[bench] {method} N={n} failed:\n{proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_row(runs: list[dict]) -> dict:
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "peak_mb")}
     return {**runs[0], **med, "ok": all(r["ok"] for r in runs)}
 
@@ -164,14 +167,17 @@ def main() -> None:
     if not video.exists():
         make_video(video, seconds)
     missing = {m: "not installed / does not import here" for m in args.methods if not available(m)}
-    rows = []
-    for n in args.frames:
-        for m in (m for m in args.methods if m not in missing):
-            r = measure(m, video, n, args.threads, args.repeats)
-            if r is not None:
-                rows.append(r)
-                print(f"[bench] {m:>17} N={n:<5} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s cpu "
-                      f"peak +{r['peak_mb']:6.0f} MB  frames ok: {r['ok']}", flush=True)
+    methods = [m for m in args.methods if m not in missing]
+    runs: dict[tuple[str, int], list[dict]] = {(m, n): [] for n in args.frames for m in methods}
+    for _ in range(args.repeats):  # interleaved (A B C A B C ...), so a busy spell of the machine hits every method
+        for n in args.frames:
+            for m in methods:
+                r = run_once(m, video, n, args.threads)
+                if r is not None:
+                    runs[(m, n)].append(r)
+                    print(f"[bench] {m:>17} N={n:<5} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s cpu "
+                          f"peak +{r['peak_mb']:6.0f} MB  frames ok: {r['ok']}", flush=True)
+    rows = [median_row(rs) for rs in runs.values() if rs]
     text = (f"{video.name}, threads={args.threads}, median of {args.repeats}, load average "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n\n{table(rows, missing)}")
     print("\n" + text)
