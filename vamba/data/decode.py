@@ -10,8 +10,9 @@ order on both backends, so the same indices give the same frames. Measured in do
   wanted frame it seeks to the preceding keyframe only when that skips more than a few frames, so sparse sampling
   decodes keyframe-to-sample spans and dense sampling is one pass. Unwanted non-reference frames are not decoded
   (``skip_frame="NONREF"``) and unwanted frames are never converted to RGB (the conversion costs about 1.5x the
-  decoding of a frame). It does 1.3x less work than torchcodec at 64 and 256 frames and 1.5-3x less than decord and
-  transformers' reader, and matches torchcodec at 1,024 frames.
+  decoding of a frame). It needs 1.5-3x less CPU time than decord and transformers' reader at 64-1,024 frames,
+  1.2-1.4x less than torchcodec at 64 and 256 frames and as much at 1,024 (torchcodec needs system FFmpeg and a
+  build for the installed torch, which PyPI lacks for torch 2.13 CPU).
 - ``decord`` (the fallback): ``VideoReader.get_batch``, in chunks so memory stays bounded.
 
 If a wanted frame cannot be decoded (a corrupt packet), pyav returns the next decodable frame in its place and slots
