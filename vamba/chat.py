@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .data.frames import FrameSpec
 from .data.processor import VambaProcessor, patchify
 from .data.video import load_video
 
@@ -34,17 +35,19 @@ def ask(
     processor: VambaProcessor,
     video: str | Path,
     question: str,
-    frames: int = 64,
+    frames: FrameSpec | int = 64,
     max_new_tokens: int = 128,
     stream_chunk: int | None = None,
     video_token_keep: float | None = None,
     choices: list[str] | None = None,
 ) -> str:
-    """Answer `question` about `video` (greedy decoding); with `choices`, as a multiple-choice question."""
+    """Answer `question` about `video` (greedy decoding); with `choices`, as a multiple-choice question. `frames`:
+    a `FrameSpec` (`vamba.data.frames`), or a frame count; unset pixel bounds take the processor's."""
     if choices:
         question = multiple_choice_prompt(question, choices)
     v = processor.vision
-    clip = load_video(video, num_frames=frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
+    spec = frames if isinstance(frames, FrameSpec) else FrameSpec(count=frames)
+    clip = load_video(video, spec.fill(min_pixels=v.min_pixels, max_pixels=v.max_pixels))
     messages = [
         {"role": "user", "content": [{"type": "video", "video": clip.frames}, {"type": "text", "text": question}]}
     ]
@@ -86,7 +89,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--model-type", choices=["vamba", "qwen2_vl"], default="vamba")
     parser.add_argument("--processor", default=None, help="processor directory (default: the model's); 'tiny'")
-    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=64, help="frames (uniform); with --fps, the most frames")
+    parser.add_argument("--fps", type=float, default=None, help="sample this many frames per second of video")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--stream-chunk", type=int, default=None, help="stream the video this many frames at a time")
     parser.add_argument("--video-token-keep", type=float, default=None, help="keep this fraction of video tokens")
@@ -103,7 +107,7 @@ def main(argv: list[str]) -> int:
                 processor,
                 args.video,
                 args.question,
-                args.frames,
+                FrameSpec(mode="fps" if args.fps else None, count=args.frames, fps=args.fps),
                 args.max_new_tokens,
                 args.stream_chunk,
                 args.video_token_keep,

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ..data.frames import FrameSpec
+
 try:  # optional extra
     from lmms_eval.api.model import lmms as _LmmsBase
 except ImportError:  # pragma: no cover - exercised when the extra is absent
@@ -54,7 +56,7 @@ class Vamba(_LmmsBase):
             raise ValueError("vamba's lmms-eval adapter answers one request at a time (batch_size=1)")
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processor = load_model(EvalModelConfig(path=pretrained, type=model_type), dev)
-        self.max_num_frames = int(max_num_frames)
+        self.frames = FrameSpec(count=int(max_num_frames))
         self.video_token_keep = float(video_token_keep)
         self.device_ = dev
         if not hasattr(self, "task_dict"):
@@ -65,7 +67,7 @@ class Vamba(_LmmsBase):
 
         v = self.processor.vision
         path = visual.get("url") if isinstance(visual, dict) else visual
-        return load_video(path, num_frames=self.max_num_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels).frames
+        return load_video(path, self.frames.fill(min_pixels=v.min_pixels, max_pixels=v.max_pixels)).frames
 
     def generate_until(self, requests) -> list[str]:
         """Each request's `args` = (context, gen_kwargs, doc_to_visual, doc_id, task, split)."""

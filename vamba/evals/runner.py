@@ -19,7 +19,7 @@ import random
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from tqdm import tqdm
 
 from ..data.annotations import AnnotationError
+from ..data.frames import FrameSpec, as_spec
 from ..data.processor import VambaProcessor, patchify
 from ..parallel import ContextParallel
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
@@ -75,12 +76,10 @@ class EvalConfig:
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
     protocol: Protocol = Protocol.official  # official | release
     scoring: str | None = None  # deprecated name of `protocol` (still accepted, with a warning)
-    frames: str | None = None  # a number, or "auto" (as many as fit token_budget); default: the protocol's
-    token_budget: int | None = None  # visual tokens per video for frames=auto
-    fps: float | None = None  # sample at this fps instead (frames = cap)
-    min_pixels: int | None = None  # default: the processor's
-    max_pixels: int | None = None
-    longest_edge: int | None = None  # the release's pre-resize edge; 0 turns it off
+    # frames.count=256, frames.mode=auto frames.token_budget=16000, frames.mode=fps frames.fps=1 (count = the cap),
+    # frames.min_pixels/max_pixels (default: the processor's), frames.longest_edge=0 (no pre-resize); unset fields
+    # take the protocol's values (`vamba.data.frames.FrameSpec`)
+    frames: FrameSpec = field(default_factory=FrameSpec)
     subtitles: bool | None = None  # Video-MME per-frame lines / LongVideoBench interleaved (default off)
     max_new_tokens: int | None = None
     do_sample: bool | None = None
@@ -138,21 +137,19 @@ class VideoAnswerer:
         self.protocol, self.settings = protocol, settings
         self.device = next(model.parameters()).device
         self.is_vamba = cfg.model.type == "vamba"
+        self.frames = as_spec(cfg.frames)
 
     def load_frames(self, path: Path, q):
-        """`VideoFrames` of the question's video as the protocol samples and resizes them (`frames=auto` and `fps`
-        replace the protocol's sampler with the loader's own mode)."""
+        """`VideoFrames` of the question's video as the protocol samples and resizes them; the command line's
+        frame fields win, and a `frames.mode` given there replaces the protocol's sampler."""
         from ..data.video import load_video
 
-        cfg, vision = self.cfg, self.processor.vision
-        kwargs = self.bench.video_kwargs(q, self.settings)
-        if str(cfg.frames) == "auto" or cfg.fps:
-            for key in ("sampler", "num_frames"):
-                kwargs.pop(key, None)
-            kwargs.update(sample="auto" if cfg.fps is None else "fps", fps=cfg.fps, token_budget=cfg.token_budget,
-                          max_frames=self.settings.frames if cfg.fps else None)
-        return load_video(path, min_pixels=cfg.min_pixels or vision.min_pixels,
-                          max_pixels=cfg.max_pixels or vision.max_pixels, **kwargs)
+        spec = self.bench.frame_spec(q, self.settings)
+        if self.frames.mode is not None:
+            spec = replace(spec, sampler=None)
+        vision = self.processor.vision
+        spec = self.frames.over(spec).fill(min_pixels=vision.min_pixels, max_pixels=vision.max_pixels)
+        return load_video(path, spec, folder_fps=q.extra.get("frames_fps"))
 
     def encode(self, video) -> dict[str, Any]:
         frames = video.frames
@@ -356,7 +353,8 @@ def _dry_run(bench, questions: list, by_video, videos: list[str], data_dir: Path
 
 def _run_record(bench, protocol: str, cfg, resolved: dict[str, tuple], selection) -> dict[str, Any]:
     """What fixes the results of a run (`run.json`: a resume with anything else is refused)."""
-    frames = str(cfg.frames) if str(cfg.frames) == "auto" or cfg.fps else ",".join(
+    user = as_spec(cfg.frames)
+    frames = str(user.mode) if user.mode in ("fps", "auto") else ",".join(
         dict.fromkeys(str(s.frames) for s, _ in resolved.values()))
     run = {"benchmark": bench.name, "protocol": protocol, "model": str(cfg.model.path), "model_type": cfg.model.type}
     if bench.members:
@@ -366,7 +364,8 @@ def _run_record(bench, protocol: str, cfg, resolved: dict[str, tuple], selection
                                   for k, (s, o) in resolved.items()}
     else:
         run.update(describe(*resolved[bench.name]))
-    run.update(frames=frames, fps=cfg.fps, video_token_keep=cfg.video_token_keep)
+    run.update(frames=frames, fps=user.fps, video_token_keep=cfg.video_token_keep,
+               frame_overrides={k: str(v) if k == "mode" else v for k, v in vars(user).items() if v is not None})
     if selection is not None:
         run["selection"] = selection
     return run
