@@ -189,6 +189,29 @@ def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
     assert len(out) == 2 and all(isinstance(o, str) for o in out) and out[0] == out[1]
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
+    # one inference path: chat, asked the same thing about the same frames, gives the same reply
+    from vamba.chat import ask
+
+    assert ask(model.model, model.processor, video, "Which colour? Answer with the letter.", frames=8,
+               max_new_tokens=3).split("\n")[0] == out[0].strip()
+
+
+def test_encode_once_greedy_equals_generate_on_the_whole_prompt(checkpoints, synthetic_data):
+    """`inference.answer` on a cached encoding (the fast greedy loop) gives the tokens of `generate` on the messages
+    processed whole (the video prefilled with the prompt)."""
+    from vamba.chat import load
+    from vamba.data.frames import FrameSpec
+    from vamba.data.video import load_video
+    from vamba.evals.inference import answer, encode
+
+    model, processor = load(checkpoints["vamba"], processor="tiny")
+    video = next((synthetic_data / "videos").glob("syn_eval_*.mp4"))
+    frames = load_video(video, FrameSpec(count=8).fill(min_pixels=784, max_pixels=3136)).frames
+    messages = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "Hi?"}]}]
+    gen = {"max_new_tokens": 6, "do_sample": False}
+    cached = answer(model, processor, messages, encode(model, processor, frames), gen, prefix="A")
+    whole = answer(model, processor, messages, None, gen, prefix="A")
+    assert cached == whole and cached[0].endswith("<|im_start|>assistant\nA")
 
 
 def test_lmms_eval_registration():

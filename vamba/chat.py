@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 
 from .data.frames import FrameSpec
-from .data.processor import VambaProcessor, patchify
+from .data.processor import VambaProcessor
 from .data.video import load_video
+from .evals.inference import EvalModelConfig, answer, encode, load_model
 
 
 def load(path: str | Path, model_type: str = "vamba", device: str | None = None, processor: str | None = None):
     """(model, processor) from a checkpoint directory; `processor='tiny'` for checkpoints without tokenizer files."""
-    from .evals.runner import EvalModelConfig, load_model
-
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return load_model(EvalModelConfig(path=str(path), type=model_type, processor=processor), dev)
 
@@ -51,24 +50,9 @@ def ask(
     messages = [
         {"role": "user", "content": [{"type": "video", "video": clip.frames}, {"type": "text", "text": question}]}
     ]
-    device = next(model.parameters()).device
-    gen = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
-    if processor.layout == "vamba":
-        pixels, grid = patchify(clip.frames, v)
-        cache = model.encode_video(
-            pixel_values_videos=pixels.to(device, model.dtype),
-            video_grid_thw=grid[None].to(device),
-            chunk_frames=stream_chunk,
-            video_token_keep=video_token_keep,
-        )
-        text = processor.render(messages, add_generation_prompt=True)
-        ids = processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache.fork(), **gen)
-    else:
-        batch = {k: t.to(device) for k, t in processor(messages, add_generation_prompt=True).items() if k != "labels"}
-        ids = batch["input_ids"]
-        out = model.generate(**batch, **gen)
-    return processor.decode(out[0, ids.shape[1] :]).strip()
+    encoded = encode(model, processor, clip.frames, chunk_frames=stream_chunk, video_token_keep=video_token_keep)
+    generation = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    return answer(model, processor, messages, encoded, generation, video_token_keep=video_token_keep)[1].strip()
 
 
 def multiple_choice_prompt(question: str, choices: list[str]) -> str:
