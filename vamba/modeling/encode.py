@@ -54,44 +54,29 @@ def encode_video(
     n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
     if n_images + n_videos == 0:
         raise ValueError("encode_video needs pixel_values_videos/video_grid_thw or pixel_values/image_grid_thw")
-    cfg = model.config
-    ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * (n_images + n_videos)
-    types = [1, 0] * n_images + [2, 0] * n_videos  # images first, as the items are passed
-    device = model.model.visual.get_device()
-    cache = VambaCache(config=cfg.get_text_config(decoder=True))
-    model.model(
-        input_ids=torch.tensor([ids], device=device),
-        mm_token_type_ids=torch.tensor([types], device=device),
-        pixel_values=pixel_values,
-        image_grid_thw=image_grid_thw,
-        pixel_values_videos=pixel_values_videos,
-        video_grid_thw=video_grid_thw,
-        past_key_values=cache,
-        use_cache=True,
-        video_token_keep=video_token_keep,
-    )
-    return cache
+    return _encode_markers(model, [1] * n_images + [2] * n_videos, pixel_values=pixel_values,
+                           image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos,
+                           video_grid_thw=video_grid_thw, video_token_keep=video_token_keep)
 
 
 def _encode_slice(model, ctx: SliceContext) -> VambaCache:
     """`encode_video` for one slice of a video split over a group (every rank of the group calls it)."""
-    kinds = [1 if kind == "image" else 2 for kind, *_ in ctx.plan.items]
+    return _encode_markers(model, [1 if kind == "image" else 2 for kind, *_ in ctx.plan.items], context_parallel=ctx)
+
+
+def _encode_markers(model, kinds: list[int], **visual) -> VambaCache:
+    """Run the model over one `<|vision_start|><|vision_end|>` pair per visual item (kind 1 image, 2 video, in
+    the order the items are passed) with `visual`'s pixels, filling and returning a fresh cache."""
     cfg = model.config
     device = model.model.visual.get_device()
     ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * len(kinds)
     types = [k for kind in kinds for k in (kind, 0)]
     cache = VambaCache(config=cfg.get_text_config(decoder=True))
-    model.model(
-        input_ids=torch.tensor([ids], device=device),
-        mm_token_type_ids=torch.tensor([types], device=device),
-        past_key_values=cache,
-        use_cache=True,
-        context_parallel=ctx,
-    )
+    model.model(input_ids=torch.tensor([ids], device=device), mm_token_type_ids=torch.tensor([types], device=device),
+                past_key_values=cache, use_cache=True, **visual)
     return cache
 
 
-@torch.no_grad()
 def encode_video_streaming(
     model,
     pixel_values_videos: torch.Tensor,
