@@ -62,6 +62,9 @@ JOBS = {  # (system, frames, train) in the order they run: the comparisons first
     + [(s, f, False) for s in ("qwen2vl", "qwen2vl_stock") for f in (2, 4)] + [("qwen2vl", f, True) for f in (2, 4)],
 }
 STREAM_CHUNK = {"7b": 32, "tiny": 4}
+# The paper's training figure (A800 80GB, 7B, 640x360; DESIGN.md section 5): frames -> (Qwen2-VL, Vamba).
+PAPER_TRAIN_MEMORY_GB = {16: (50.3, 44.4), 64: (67.0, 46.5), 128: (75.2, 52.8), 256: (None, 65.8), 512: (None, 76.5)}
+PAPER_TRAIN_STEP_S = {16: (2.0, 2.01), 64: (5.58, 3.10), 128: (11.83, 5.02), 256: (None, 9.43), 512: (None, 16.1)}
 LABEL = {"vamba": "Vamba", "vamba_stream": "Vamba streaming", "qwen2vl": "Qwen2-VL logits_to_keep=1",
          "qwen2vl_stock": "Qwen2-VL stock (all logits)"}
 
@@ -332,7 +335,7 @@ def _measure(model, profile, system: str, frames: int, train: bool, device: str)
 
 
 def _paper(profile_name: str, system: str, frames: int, train: bool) -> tuple[str, float | None, float | None]:
-    from vamba.efficiency.bench import PAPER_PREFILL_MEMORY_GB, PAPER_TRAIN_MEMORY_GB, PAPER_TRAIN_STEP_S
+    from vamba.efficiency.bench import PAPER_PREFILL_MEMORY_GB
 
     if profile_name != "7b":
         return "-", None, None

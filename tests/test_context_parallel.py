@@ -154,8 +154,8 @@ def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
 
 def test_7b_account_divides_the_video_part_by_w(tmp_path, capsys):
     from vamba.cli import main
-    from vamba.efficiency.memory import get_profile
     from vamba.efficiency.context_parallel import max_frames, train_account
+    from vamba.efficiency.memory import get_profile
 
     p = get_profile("7b")
     one, eight = train_account(p, 1024, 1), train_account(p, 1024, 8)

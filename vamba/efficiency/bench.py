@@ -24,9 +24,6 @@ PAPER_PREFILL_TFLOPS = {16: (51.7, 31.0), 64: (189.7, 100.0), 128: (372.4, 193.1
                         512: (None, 751.7), 1024: (None, 1489.7)}
 PAPER_PREFILL_MEMORY_GB = {16: (19.2, 23.0), 64: (27.3, 25.0), 128: (38.4, 27.8), 256: (60.4, 33.4),
                            512: (None, 44.7), 1024: (None, 67.3)}
-PAPER_TRAIN_MEMORY_GB = {16: (50.3, 44.4), 64: (67.0, 46.5), 128: (75.2, 52.8), 256: (None, 65.8),
-                         512: (None, 76.5)}
-PAPER_TRAIN_STEP_S = {16: (2.0, 2.01), 64: (5.58, 3.10), 128: (11.83, 5.02), 256: (None, 9.43), 512: (None, 16.1)}
 LABELS = {"qwen2vl": "Qwen2-VL (logits_to_keep=1)", "qwen2vl_stock": "Qwen2-VL stock (all logits)",
           "vamba": "Vamba", "vamba_stream": "Vamba streaming"}
 COLORS = {"qwen2vl": "tab:blue", "qwen2vl_stock": "tab:cyan", "vamba": "tab:red", "vamba_stream": "tab:orange"}
@@ -137,11 +134,11 @@ def tables(rows: list[dict], paper: bool) -> str:
         flops.append([f, q["visual_tokens"], tf(q, "whole"), tf(v, "whole"), ratio("whole"), ratio("whole_causal"),
                       ratio("lm"), ratio("lm_causal"), tf(s, "paper_convention"), tf(v, "paper_convention"),
                       ratio("paper_convention", "qwen2vl_stock")]
-                     + [" / ".join(map(str, PAPER_PREFILL_TFLOPS.get(f, "-")))] * paper)
-    memory = [[LABELS[r["system"]], r["frames"], r["account_total_gb"], r["account_total_gb_logits_upcast"] or "-",
-               r["account_kv_cache_gb"], r["account_activations_gb"], r["account_peak_phase"], r["account_peak_gb"],
-               r["peak_gb"] or "-", r["time_s"] or "-", r["status"], r["train_time_s"] or "-", r["train_peak_gb"]
-               or "-"] for r in rows]
+                     + [" / ".join("OOM" if x is None else str(x) for x in PAPER_PREFILL_TFLOPS.get(f, "-"))] * paper)
+    memory = [[LABELS[r["system"]], r["frames"]] + [f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] or "-" for k in (
+        "account_total_gb", "account_total_gb_logits_upcast", "account_kv_cache_gb", "account_activations_gb",
+        "account_peak_phase", "account_peak_gb", "peak_gb", "time_s", "status", "train_time_s", "train_peak_gb")]
+        for r in rows]
     return "\n\n".join([
         "Prefill TFLOPs; 'causal' counts causal attention as computed; the paper's convention leaves out attention "
         "and the fused Mamba scan; ratios are Vamba / Qwen2-VL:",
@@ -226,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    measured = any(r["peak_gb"] != "" for r in rows)
+    memory = ([("account_peak_gb", "--", ": account"), ("peak_gb", "o-", ": measured")] if measured else
+              [("account_total_gb", "--", ": account"), ("account_total_gb_logits_upcast", ":", ", fp32 logits copy")])
     figures = {"flops.png": ("prefill TFLOPs", [("flops_whole", "o-", ""), ("flops_whole_causal", "^:", ", causal"),
                                                 ("flops_paper_convention", "s--", ", paper convention")],
                              PAPER_PREFILL_TFLOPS),
-               "memory.png": ("prefill memory (GB)", [("account_total_gb", "--", ": account, weights+inputs+peak"),
-                                                      ("account_peak_gb", ":", ": account, peak increase"),
-                                                      ("peak_gb", "o-", ": measured peak increase")],
-                              PAPER_PREFILL_MEMORY_GB),
+               "memory.png": ("prefill peak increase (GB)" if measured else "prefill memory: weights + inputs + peak "
+                              "(GB)", memory, None if measured else PAPER_PREFILL_MEMORY_GB),
                "time.png": ("seconds", [("time_s", "o-", ": prefill"), ("train_time_s", "s--", ": train step")], None)}
     drawn = [name for name, (ylabel, series, paper) in figures.items() if plot(
         rows, out / name, ylabel, series, paper if args.model == "7b" else None)]

@@ -1,18 +1,15 @@
 """Profiles (a flavor with its default input) and the analytic memory account of one inference prefill.
 
-`memory_account(profile, system, frames)` predicts what this repository's PyTorch code (and transformers 5.23's
-Qwen2-VL) keeps alive at the worst moment of a prefill without autograd: weights, inputs, the caches it returns
-and the activations live at the peak. Every term is a tensor the code holds, with its shape; nothing is fitted.
-The derivation, the symbols and how each term was found are in docs/efficiency.md ("Memory account"); it matched
-an H100 within 1% (docs/gpu_check_h100.md) and CPU peaks within a few percent (tests/test_efficiency.py).
-GB here means 10^9 bytes.
+`memory_account` predicts what the code keeps alive at the worst moment of a prefill without autograd: weights,
+inputs, the caches it returns and the live activations, each a tensor the code holds (nothing is fitted; an H100
+agreed within 1%). Derivation and symbols: docs/efficiency.md ("Memory account"). GB = 10^9 bytes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -107,10 +104,8 @@ class MemoryAccount:
     """Predicted memory of one prefill, GB. `peak_gb`: the increase over the loaded model and inputs, at the moment
     `peak_phase`, made of the caches alive then (`kv_gb_at_peak`, `logits_gb_at_peak`) and `activations_gb`;
     `total_gb` adds weights and inputs (what a GPU holds). `max_activations_gb`: the largest non-cache part of
-    any moment (what streaming keeps bounded); `moments_gb`: every candidate moment."""
+    any moment (what streaming keeps bounded)."""
 
-    system: str
-    frames: int
     visual_tokens: int
     sequence: int  # the language model's own sequence: S for Qwen2-VL, N for Vamba
     weights_gb: float
@@ -123,7 +118,6 @@ class MemoryAccount:
     logits_gb_at_peak: float
     activations_gb: float
     max_activations_gb: float
-    moments_gb: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_gb(self) -> float:
@@ -168,7 +162,8 @@ def _mixer_piece(s: SimpleNamespace, p: int, conv_state_alive: bool) -> float:
     return max(conv, scan, norm)
 
 
-def _mixer_layer(s: SimpleNamespace, m: int, held: float, stream_copy: bool, conv_state_alive: bool) -> dict[str, float]:
+def _mixer_layer(s: SimpleNamespace, m: int, held: float, stream_copy: bool, conv_state_alive: bool
+                 ) -> dict[str, float]:
     """One Mamba block over m video tokens: its RMSNorm, the mixer (piece by piece) and the residual add."""
     base = held + (m * s.d * s.b if stream_copy else 0)
     if m <= MIXER_PIECE:
@@ -260,6 +255,6 @@ def memory_account(profile: Profile, system: str, frames: int, height: int | Non
     peak, kv_peak, logits_peak = moments[phase]
     kind = "qwen2vl" if system.startswith("qwen2vl") else "vamba"
     return MemoryAccount(
-        system, frames, M, seq, profile.parameters[kind] * b / GB, inputs / GB, kv_final / GB, logits / GB,
+        M, seq, profile.parameters[kind] * b / GB, inputs / GB, kv_final / GB, logits / GB,
         peak / GB, phase, kv_peak / GB, logits_peak / GB, (peak - kv_peak - logits_peak) / GB,
-        max(v - kv - lg for v, kv, lg in moments.values()) / GB, {k: v[0] / GB for k, v in moments.items()})
+        max(v - kv - lg for v, kv, lg in moments.values()) / GB)
