@@ -1,7 +1,7 @@
 """Benchmark: sampling N frames uniformly from a long video, per decoding backend (not a test).
 
 Generates (once, cached under outputs/bench_decode/) a 10-minute 640x360 h264 clip at 30 fps with a keyframe
-every 250 frames (`vamba.data.video.write_synthetic_video`: every frame carries its index in binary blocks), then
+every 250 frames (`vamba.data.mp4.write_synthetic_video`: every frame carries its index in binary blocks), then
 for N in 64, 256, 1024 times each method in a fresh subprocess (honest peak memory, no warm caches inside Python),
 checks that every returned frame is the requested one, and prints a table.
 
@@ -59,7 +59,8 @@ def worker(method: str, path: str, n: int, threads: int) -> dict:
     """Run one method once in this (fresh) process; return timings, memory and the correctness check."""
     import numpy as np
 
-    from vamba.data.video import load_video, read_frame_ids, sample_indices
+    from vamba.data.mp4 import read_frame_ids
+    from vamba.data.video import load_video, sample_indices
 
     # Metadata and indices outside the timed region would favour decord (its open scans the file); so every
     # method opens the file inside the timed region and computes the same uniform indices itself.
@@ -117,7 +118,7 @@ def worker(method: str, path: str, n: int, threads: int) -> dict:
 
 
 def make_video(path: Path, seconds: int) -> None:
-    from vamba.data.video import write_synthetic_video
+    from vamba.data.mp4 import write_synthetic_video
 
     total = seconds * FPS
     tmp = path.with_suffix(".tmp.mp4")

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="${GPUS_PER_NODE:-8}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
-  -m vamba.train experiment=paper_pretrain "$@"
+  -m vamba train experiment=paper_pretrain "$@"

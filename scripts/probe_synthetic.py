@@ -3,8 +3,8 @@
 Trains a stock transformers tiny Qwen2-VL (2 layers, width 128, 2-block ViT; the quickstart's base) with a plain
 AdamW loop on data from `vamba.data.synthetic`, all samples decoded once into memory, and prints held-out accuracy
 (argmax over the four letter logits after the LVBench prompt) every few steps. About 30 steps/s on 2 CPU cores, so
-a setting is judged in a minute instead of a whole quickstart. The numbers in `vamba.data.synthetic`'s docstring
-("Learnability") were measured with it, e.g.:
+a setting is judged in a minute instead of a whole quickstart. The numbers in docs/synthetic_data.md
+("Learnability log") were measured with it, e.g.:
 
     python scripts/probe_synthetic.py --frames 8 --steps 600             # word merges, ~93 tokens: 100% at 400
     python scripts/probe_synthetic.py --frames 8 --steps 600 --merges 0  # bytes, ~310 tokens: peak 79%, 2.5x slower

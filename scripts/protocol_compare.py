@@ -18,8 +18,8 @@ import random
 import tempfile
 from pathlib import Path
 
+from vamba.evals.benchmark import Question, gold_from_text
 from vamba.evals.benchmarks import get_benchmark
-from vamba.evals.types import Question, gold_from_text
 
 REPO = Path(__file__).resolve().parents[1]
 #: Reply styles after a "Respond with only the letter" prompt: (weight, template); {X} letter, {T} option text.

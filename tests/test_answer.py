@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from vamba.evals.answer import RULES, extract_letter, match_option_text
+from vamba.evals.benchmark import Question
 from vamba.evals.benchmarks import get_benchmark
-from vamba.evals.types import Question
 
 ALL = ("release", "videomme", "longvideobench", "mlvu", "mvbench", "lvbench", "first_char", "mmmu", "priority")
 

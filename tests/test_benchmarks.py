@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from vamba.data.annotations import AnnotationError
+from vamba.evals.benchmark import Question, load_warnings, read_json_lenient
 from vamba.evals.benchmarks import get_benchmark, list_benchmarks
-from vamba.evals.types import Question, load_warnings, read_json_lenient
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))

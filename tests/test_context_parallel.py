@@ -68,11 +68,11 @@ def test_training_run_with_w2_gives_the_w1_losses(synthetic_data, tmp_path):
               "train.learning_rate=3e-3", "data.sources.1.weight=0", "train.gradient_checkpointing=true"]
     one, two = tmp_path / "w1", tmp_path / "w2"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    single = subprocess.run([sys.executable, "-m", "vamba.train", *_overrides(synthetic_data, one, *common),
+    single = subprocess.run([sys.executable, "-m", "vamba", "train", *_overrides(synthetic_data, one, *common),
                              "train.per_device_batch_size=1", "train.global_batch_size=2"],
                             capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert single.returncode == 0, single.stderr[-4000:]
-    cp_args = ["-m", "vamba.train", *_overrides(synthetic_data, two, *common), "train.per_device_batch_size=1",
+    cp_args = ["-m", "vamba", "train", *_overrides(synthetic_data, two, *common), "train.per_device_batch_size=1",
                "train.global_batch_size=2", "deepspeed=zero3", "train.context_parallel=2"]
     killed = run_torchrun([*cp_args, "save_steps=2", "debug_kill_at_step=2"], nproc=2, check=False)
     assert killed.returncode != 0 and (two / "checkpoint-2").is_dir() and not (two / "final").exists()

@@ -228,25 +228,22 @@ def test_packed_batch_matches_separate_samples(proc):
 # Configs ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["synthetic", "pretrain_paper", "sft_paper"])
 def test_data_configs_compose_and_validate(name):
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from vamba.config import CONFIG_DIR
+    from vamba.config import compose
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=f"data/{name}").data
+    cfg = compose(f"data/{name}").data
     assert cfg.sources and OmegaConf.select(cfg, "packing.max_text_tokens") > 0
     OmegaConf.resolve(cfg)
     for bad in ("data.bogus=1", "data.sources.0.bogus=1", "data.packing.enabled=maybe"):
         with pytest.raises(Exception, match="data"):
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                compose(config_name=f"data/{name}", overrides=[bad])
+            compose(f"data/{name}", [bad])
 
 
 def test_unknown_key_in_yaml_fails(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    import vamba.config  # noqa: F401  (registers the schemas)
+    import vamba.data.mixture  # noqa: F401  (registers the data schema)
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "typo.yaml").write_text(

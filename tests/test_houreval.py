@@ -18,7 +18,7 @@ from conftest import run_torchrun
 
 from vamba.cli import main
 from vamba.data.annotations import AnnotationError
-from vamba.data.video import write_synthetic_video
+from vamba.data.mp4 import write_synthetic_video
 from vamba.evals.benchmarks import get_benchmark
 from vamba.evals.protocol import Settings
 from vamba.evals.results import read_results

@@ -136,11 +136,11 @@ def test_qwen2vl_layout_puts_visual_tokens_inline_for_the_baseline():
 
 # Tiny tokenizer with merges -------------------------------------------------------------------------------------
 def test_learn_merges_takes_the_most_frequent_pair_and_stops_below_two():
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
     from vamba.data.processor import learn_merges
 
-    def words(text):
-        return [(w, None) for w in text.split()]
-
+    words = WhitespaceSplit()
     # ab x3, abc x1: (a, b) occurs 4 times, (b, c) once; after merging, (ab, c) occurs once -> stop.
     assert learn_merges(["ab ab ab", "abc"], words, 10) == [("a", "b")]
     # Ties go to the smallest pair; the cap is respected.
@@ -150,8 +150,8 @@ def test_learn_merges_takes_the_most_frequent_pair_and_stops_below_two():
 
 def test_tiny_tokenizer_with_merges_is_deterministic_lossless_and_shortens_prompts(tmp_path):
     from vamba.data.processor import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
+    from vamba.evals.benchmark import Question
     from vamba.evals.benchmarks.synthetic import BENCHMARK
-    from vamba.evals.types import Question
 
     plain, merged, again = build_tiny_tokenizer(), build_tiny_tokenizer(256), build_tiny_tokenizer(256)
     assert merged.get_vocab() == again.get_vocab() and 264 < len(merged) <= 264 + 256

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from vamba.data.video import edge_resize_size, linspace_indices, sample_indices, target_size
+from vamba.evals.benchmark import Question
 from vamba.evals.benchmarks import get_benchmark
 from vamba.evals.benchmarks.longvideobench import loader_indices
 from vamba.evals.benchmarks.mvbench import notebook_indices
 from vamba.evals.benchmarks.videomme import extractor_indices
 from vamba.evals.protocol import Settings, resolve
 from vamba.evals.subtitles import SubtitleError, longvideobench_lines, videomme_lines
-from vamba.evals.types import Question
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))
@@ -257,7 +257,8 @@ def test_pre_resize_matches_pil_bicubic(tmp_path: Path) -> None:
     """The two resizes (release edge rule, then the processor's) against PIL's bicubic, what the release used."""
     from PIL import Image
 
-    from vamba.data.video import load_video, write_synthetic_video
+    from vamba.data.mp4 import write_synthetic_video
+    from vamba.data.video import load_video
 
     path = tmp_path / "v.mp4"
     write_synthetic_video(path, num_frames=6, height=180, width=320, fps=6)

@@ -246,11 +246,11 @@ def test_export_refuses_what_the_release_cannot_express(tmp_path):
 
 
 def test_vamba_chat_reads_the_release_directory(tmp_path):
-    from vamba.data.synthetic import _encode_mp4
+    from vamba.data.mp4 import write_mp4
 
     video = tmp_path / "v.mp4"
     frames = torch.randint(0, 255, (8, 32, 48, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    _encode_mp4(video, list(frames.numpy()), width=48, height=32, fps=4.0, codec="mpeg4", keyframe_interval=4, crf=18)
+    write_mp4(video, frames.numpy(), fps=4.0, codec="mpeg4", gop=4)
     proc = subprocess.run(
         [sys.executable, "-m", "vamba.cli", "chat", "What is shown?", "--model", str(GOLDEN), "--video", str(video),
          "--processor", "tiny", "--frames", "8", "--max-new-tokens", "4"],

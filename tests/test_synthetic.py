@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -274,21 +276,21 @@ def test_skip_regenerate_and_atomic(tmp_path, monkeypatch):
 
     # A failure mid-run leaves no marker (so the next call redoes the work) and no temporary files.
     calls = {"n": 0}
-    real = synthetic._encode_mp4
+    real = synthetic.write_mp4
 
-    def flaky(path, frames, *args):
+    def flaky(path, frames, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             next(iter(frames))
             raise RuntimeError("interrupted")
-        return real(path, frames, *args)
+        return real(path, frames, *args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_encode_mp4", flaky)
+    monkeypatch.setattr(synthetic, "write_mp4", flaky)
     with pytest.raises(RuntimeError):
         generate(tmp_path, config)
     assert not (tmp_path / synthetic.CONFIG_FILE).exists()
     assert not list(tmp_path.rglob("*.tmp"))
-    monkeypatch.setattr(synthetic, "_encode_mp4", real)
+    monkeypatch.setattr(synthetic, "write_mp4", real)
     assert not generate(tmp_path, config).skipped
     assert generate(tmp_path, config).skipped
     assert not list(tmp_path.rglob("*.tmp"))
@@ -314,8 +316,9 @@ def test_curriculum_and_mpeg4(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--videos", "1", "--frames", "8", "--size", "28", "--images", "1",
-            "--tasks", "needle_color,count", "--answer-style", "text", "--set", "needle_scale=0.8", "--set", "fps=2"]
+    """`python -m vamba.data.synthetic` takes Hydra overrides of the `SyntheticConfig` fields."""
+    argv = [f"out={tmp_path}", "train_videos=1", "eval_videos=1", "num_frames=8", "width=28", "height=28",
+            "num_images=1", "tasks=[needle_color,count]", "answer_style=text", "needle_scale=0.8", "fps=2"]
     assert synthetic.main(argv) == 0
     assert "1 videos" in capsys.readouterr().out
     stored = json.loads((tmp_path / synthetic.CONFIG_FILE).read_text())["config"]
@@ -324,8 +327,12 @@ def test_cli(tmp_path, capsys):
         _, options = parse_options(sample["conversations"][0]["value"].split("\n", 3)[3])
         assert sample["conversations"][1]["value"] in options.values()
     assert synthetic.main(argv) == 0 and "reused" in capsys.readouterr().out
-    assert synthetic.main([*argv, "--size", "27"]) == 2
-    assert synthetic.main([*argv, "--set", "no_such_field=1"]) == 2
+    assert synthetic.main([*argv, "width=27"]) == 2 and "28..640" in capsys.readouterr().err
+    assert synthetic.main([*argv, "no_such_field=1"]) == 2 and "no_such_field" in capsys.readouterr().err
+    assert synthetic.main(["train_videos=1"]) == 2  # out= is required
+    proc = subprocess.run([sys.executable, "-m", "vamba.data.synthetic", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "reused" in proc.stdout, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("bad", [dict(width=27), dict(width=700), dict(tasks=("nope",)), dict(eval_frames=3),

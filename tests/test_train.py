@@ -61,7 +61,8 @@ def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_check
     run_torchrun(
         [
             "-m",
-            "vamba.train",
+            "vamba",
+            "train",
             *_overrides(
                 synthetic_data,
                 out,
@@ -101,13 +102,13 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init
         "train.learning_rate=3e-3",
     ]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, full, *common)])
+    run_torchrun(["-m", "vamba", "train", *_overrides(synthetic_data, full, *common)])
     proc = run_torchrun(
-        ["-m", "vamba.train", *_overrides(synthetic_data, killed, *common, "debug_kill_at_step=3")], check=False
+        ["-m", "vamba", "train", *_overrides(synthetic_data, killed, *common, "debug_kill_at_step=3")], check=False
     )
     assert proc.returncode != 0 and not (killed / "final").exists()
     assert (killed / "checkpoint-3").is_dir()
-    run_torchrun(["-m", "vamba.train", *_overrides(synthetic_data, killed, *common)])  # resume=auto
+    run_torchrun(["-m", "vamba", "train", *_overrides(synthetic_data, killed, *common)])  # resume=auto
     a, b = _losses(full), _losses(killed)
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     # Same data order, RNG, optimizer and scheduler state: deterministic CPU kernels give the same numbers; the
@@ -118,29 +119,26 @@ def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init
 
 # 3. Export loads with from_pretrained and gives the trained model's logits (single process, wandb offline) -------
 def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
-    from vamba.config import CONFIG_DIR
-    from vamba.train.trainer import train
+    from vamba.cli import run_training
+    from vamba.config import compose
 
     monkeypatch.setenv("WANDB_MODE", "offline")  # scripts/test.sh disables wandb for every other test
     monkeypatch.delenv("WANDB_DIR", raising=False)
     out = tmp_path / "run"
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=_overrides(
-                synthetic_data,
-                out,
-                "train.max_steps=2",
-                "report_to=[wandb]",
-                "wandb_mode=offline",
-                "train=sft",
-                "train.learning_rate=1e-3",
-                f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}",
-            ),
-        )
-    trainer, final = train(cfg)
+    cfg = compose(
+        "train",
+        _overrides(
+            synthetic_data,
+            out,
+            "train.max_steps=2",
+            "report_to=[wandb]",
+            "wandb_mode=offline",
+            "train=sft",
+            "train.learning_rate=1e-3",
+            f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}",
+        ),
+    )
+    trainer, final = run_training(cfg)  # what `vamba train` runs: train, then score the export (eval_after)
     loaded = VambaForConditionalGeneration.from_pretrained(final).eval()
     model = trainer.model.eval()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
@@ -217,6 +215,19 @@ def _all_train_overrides() -> list[list[str]]:
         out += [[f"{group}={p.stem}"] for p in sorted((configs / group).glob("*.yaml"))]
     out += [["+ablation=" + p.stem] for p in sorted((configs / "ablation").glob("*.yaml"))]
     return out
+
+
+def test_training_does_not_load_the_evaluation_stack():
+    """`vamba train` composes and trains without importing `vamba.evals` (eval_after runs from the CLI layer)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vamba.config import compose; import vamba.cli, vamba.train.trainer; "
+            "cfg = compose('train', ['experiment=synthetic_cpu']); assert cfg.eval_after; "
+            "print(sorted(m for m in sys.modules if m.startswith('vamba.evals')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("overrides", _all_train_overrides(), ids=lambda o: ",".join(o) or "defaults")

@@ -16,16 +16,15 @@ import torch
 av = pytest.importorskip("av")
 
 from vamba.data import video as V  # noqa: E402
+from vamba.data.mp4 import read_frame_ids, write_synthetic_video  # noqa: E402
 from vamba.data.video import (  # noqa: E402
     VideoFrames,
     VideoReadError,
     frames_for_token_budget,
     load_video,
-    read_frame_ids,
     resize_frames,
     sample_indices,
     target_size,
-    write_synthetic_video,
 )
 
 HAS_DECORD = importlib.util.find_spec("decord") is not None

@@ -27,6 +27,6 @@ with gathered(wanted.values(), modifier_rank=None):
     full = {n: p.detach().clone() for n, p in wanted.items()}
 if torch.distributed.get_rank() == 0:
     save_file(full, out_file)
-from vamba.train.__main__ import exit_cleanly  # noqa: E402
+from vamba.cli import exit_cleanly  # noqa: E402
 
 exit_cleanly()

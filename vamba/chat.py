@@ -70,7 +70,7 @@ def ask(
 
 def multiple_choice_prompt(question: str, choices: list[str]) -> str:
     """`question` with lettered `choices` in the LVBench prompt (what `vamba eval` asks; 2 to 26 choices)."""
-    from .evals.types import VAMBA_HEAD, letter_list, option_lines
+    from .evals.benchmark import VAMBA_HEAD, letter_list, option_lines
 
     if not 2 <= len(choices) <= 26:
         raise ValueError(f"choices: give 2 to 26 options, got {len(choices)}")

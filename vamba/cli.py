@@ -3,7 +3,7 @@
 Commands:
     convert          turn a Qwen2-VL checkpoint directory into a Vamba initialisation
     export           re-save a Vamba checkpoint in the original release's format (or ours)
-    train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba.train ...`)
+    train            train a stage (Hydra overrides; multi-GPU: `torchrun -m vamba train ...`)
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
     chat             ask a model about a video
     bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots);
@@ -19,6 +19,8 @@ import argparse
 import dataclasses
 import enum
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def _convert(argv: list[str]) -> int:
@@ -59,11 +61,57 @@ def _export(argv: list[str]) -> int:
 
 
 def _train(argv: list[str]) -> int:
-    from .train.__main__ import main as train_main
+    import hydra
+
+    from .config import CONFIG_DIR
+    from .train import config  # noqa: F401  (registers the schemas before Hydra composes)
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+    def app(cfg) -> None:
+        run_training(cfg)
+        exit_cleanly()
 
     sys.argv = ["vamba train", *argv]  # Hydra reads its overrides (and --help, --multirun) from sys.argv
-    train_main()
+    app()
     return 0
+
+
+def run_training(cfg: Any) -> tuple[Any, Path]:
+    """Train one stage (`vamba.train.trainer.train`), then score the export with `cfg.eval_after` if set (rank 0;
+    results in <output_dir>/eval). Returns the trainer and the export directory."""
+    from .train.trainer import is_main_process, train
+
+    trainer, final = train(cfg)
+    if cfg.eval_after and is_main_process():
+        from omegaconf import OmegaConf
+
+        from .config import compose
+        from .evals.runner import run_eval
+
+        overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
+        overrides += [f"model.path={final}", f"model.type={cfg.model.kind}",
+                      f"output_dir={Path(cfg.output_dir) / 'eval'}"]
+        run_eval(compose("eval", overrides))
+    return trainer, final
+
+
+def exit_cleanly() -> None:
+    """End a torchrun worker without running C++ static destructors.
+
+    With gloo (CPU), tearing down the process group in interpreter shutdown intermittently aborts the finished
+    process ("terminate called without an active exception" from a joinable std::thread), turning a completed
+    run into a failure. Everything is already written and flushed here, so the worker exits at once.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _schema_help(schema, prefix: str = "") -> list[str]:
@@ -90,19 +138,11 @@ def _eval(argv: list[str]) -> int:
         print("\n".join(_schema_help(EvalConfig)))
         print(f"\nbenchmarks: {', '.join(list_benchmarks())}")
         return 0
-    import torch.distributed as dist
-    from hydra import compose, initialize_config_dir
-
-    from .config import CONFIG_DIR
+    from .config import compose
     from .evals.runner import run_eval
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=argv)
-    run_eval(cfg)
-    if dist.is_available() and dist.is_initialized():  # under torchrun (see exit_cleanly)
-        from .train.__main__ import exit_cleanly
-
-        exit_cleanly()
+    run_eval(compose("eval", argv))
+    exit_cleanly()  # under torchrun
     return 0
 
 
@@ -123,9 +163,11 @@ def _bench(argv: list[str]) -> int:
 
 
 def _distill_teacher(argv: list[str]) -> int:
-    from .train.teacher import main as teacher_main
+    from .config import compose
+    from .train.teacher import build_parser, write_teacher_logits
 
-    return teacher_main(argv)
+    args = build_parser().parse_args(argv)
+    return write_teacher_logits(compose("train", args.overrides), args)
 
 
 COMMANDS = {

@@ -1,31 +1,32 @@
-"""Structured config schemas registered with Hydra's ConfigStore, so shipped YAML is validated on load.
+"""Where the shipped Hydra configs live, and composing one of them outside a Hydra app.
 
-Every YAML under `configs/<group>/` starts with `defaults: [<group>_schema, _self_]`, which merges it over the
-dataclass schema: a misspelt or unknown key fails at composition time instead of being silently ignored.
+Each package registers its own structured schemas with Hydra's ConfigStore when its config module is imported
+(`vamba.train.config`: the train config and its model/train/deepspeed groups; `vamba.data.mixture`: the data
+group; `vamba.evals.runner`: the eval config), so composing `train` never loads the evaluation stack. Every YAML
+under `configs/<group>/` starts with `defaults: [<group>_schema, _self_]`, which merges it over the schema: a
+misspelt or unknown key fails at composition time instead of being silently ignored.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
 from pathlib import Path
-
-from hydra.core.config_store import ConfigStore
-
-from .data.mixture import MixtureConfig
-from .evals.runner import EvalConfig
-from .train.config import DeepSpeedConfig, ModelConfig, StageConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def register_configs() -> None:
-    """Register the schemas (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="eval_schema", node=EvalConfig)
-    cs.store(group="data", name="data_schema", node=MixtureConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="train", name="stage_schema", node=StageConfig)
-    cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedConfig)
+def compose(config_name: str, overrides: Sequence[str] = ()):
+    """`configs/<config_name>.yaml` with `overrides` applied, validated against its package's schema (DictConfig).
 
+    Inside a running Hydra app (`vamba train`) the app's own config search path is used.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-register_configs()
+    importlib.import_module("vamba.evals.runner" if config_name == "eval" else "vamba.train.config")
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

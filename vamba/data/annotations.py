@@ -92,17 +92,17 @@ def read_captions(path: str | Path) -> list[dict[str, Any]]:
     """Image-caption records from JSON/JSONL or parquet."""
     path = Path(path)
     if path.suffix == ".parquet":
-        from datasets import Dataset
+        import pyarrow.parquet as pq
 
         try:
-            table = Dataset.from_parquet(str(path))
+            table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for a broken file
             raise AnnotationError(f"{path}: not a readable parquet file ({e})") from None
         missing = {"image", "caption"} - set(table.column_names)
         if missing:
             raise AnnotationError(f"{path}: parquet lacks column(s) {sorted(missing)}")
-        records = [{"image": r["image"], "caption": r["caption"], "_where": f"{path} row {i}"}
-                   for i, r in enumerate(table.select_columns(["image", "caption"]))]
+        rows = table.select(["image", "caption"]).to_pylist()
+        records = [{**r, "_where": f"{path} row {i}"} for i, r in enumerate(rows)]
     else:
         records = _json_records(path)
         for i, rec in enumerate(records):

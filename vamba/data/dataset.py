@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from .processor import IGNORE_INDEX, Message, VambaProcessor
+from .prompts import CAPTION_PROMPT
 
 logger = logging.getLogger(__name__)
 
 SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-CAPTION_PROMPT = "Describe the image."
 _PLACEHOLDER = re.compile(r"<(image|video)>")
 
 

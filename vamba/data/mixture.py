@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+
 from .annotations import FORMATS, read_annotations
 from .dataset import FrameConfig, SampleBuilder, VambaDataset
 from .processor import VambaProcessor
@@ -53,6 +55,9 @@ class MixtureConfig:
     seed: int = 0
     max_text_tokens: int | None = None  # per sample; longer conversations are skipped and counted
     packing: PackingConfig = field(default_factory=PackingConfig)
+
+
+ConfigStore.instance().store(group="data", name="data_schema", node=MixtureConfig)  # configs/data/*.yaml
 
 
 def _select(records: list[dict[str, Any]], src: SourceConfig, seed: int) -> list[dict[str, Any]]:

@@ -26,9 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
+from tokenizers.models import BPE
+from tokenizers.pre_tokenizers import ByteLevel, PreTokenizer
+from tokenizers.trainers import BpeTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2Tokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+from .prompts import CAPTION_PROMPT
 
 IGNORE_INDEX = -100
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -138,62 +144,38 @@ def patchify(frames: np.ndarray | torch.Tensor, settings: VisionSettings) -> tup
     return x.reshape(gt * gh * gw, 3 * tp * p * p), torch.tensor([gt, gh, gw])
 
 
-def learn_merges(texts: Sequence[str], pre_tokenize, max_merges: int) -> list[tuple[str, str]]:
-    """Byte-pair merges learned from ``texts``, most frequent pair first (ties: smallest pair), deterministic.
+def learn_merges(texts: Sequence[str], pre_tokenizer: PreTokenizer, max_merges: int) -> list[tuple[str, str]]:
+    """Byte-pair merges learned from ``texts`` by the `tokenizers` library's BPE trainer, most frequent pair first.
 
-    ``pre_tokenize`` splits a text into byte-level words (the tokenizer's own pre-tokenizer), so merges never cross
-    the word boundaries the tokenizer will use. Stops after ``max_merges`` or when no pair occurs twice.
+    ``pre_tokenizer`` splits texts into the words the tokenizer will use (merges never cross them). Stops after
+    ``max_merges`` or when no pair occurs twice. Deterministic: ties go to the pair of smaller ids (byte-level
+    alphabet in code-point order, then merges in the order learned), independent of the trainer's threads.
     """
-    words: dict[tuple[str, ...], int] = {}
-    for text in texts:
-        for word, _ in pre_tokenize(text):
-            key = tuple(word)
-            words[key] = words.get(key, 0) + 1
-    merges: list[tuple[str, str]] = []
-    while len(merges) < max_merges:
-        pairs: dict[tuple[str, str], int] = {}
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] = pairs.get(pair, 0) + count
-        if not pairs:
-            break
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        if pairs[best] < 2:
-            break
-        merges.append(best)
-        joined = best[0] + best[1]
-        updated: dict[tuple[str, ...], int] = {}
-        for word, count in words.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(joined)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            updated[tuple(out)] = updated.get(tuple(out), 0) + count
-        words = updated
-    return merges
+    model = Tokenizer(BPE())
+    model.pre_tokenizer = pre_tokenizer
+    alphabet = ByteLevel.alphabet()
+    trainer = BpeTrainer(vocab_size=len(alphabet) + max_merges, min_frequency=2, initial_alphabet=alphabet,
+                         show_progress=False)
+    model.train_from_iterator(texts, trainer)
+    return [tuple(pair) for pair in json.loads(model.to_str())["model"]["merges"]]
 
 
 def build_tiny_tokenizer(merges: int = 0) -> Qwen2Tokenizer:
     """A real byte-level Qwen2 tokenizer with Qwen's special tokens, built offline.
 
     Ids: bytes 0-255, then `QWEN_SPECIAL_TOKENS` at 256-263 (the ids `vamba.modeling.tiny` uses), then up to
-    ``merges`` BPE merges learned from the project's own prompts (`vamba.data.synthetic.prompt_corpus`, the chat
-    roles, the caption prompt). Merges shrink the LVBench prompt from ~310 byte tokens to ~93, which makes tiny-model
-    steps ~2.5x faster and their learning steadier (measurements in `vamba.data.synthetic`'s docstring).
+    ``merges`` BPE merges learned from the project's own prompts (`vamba.data.needles.prompt_corpus`, the chat
+    roles, the caption prompt). Merges shrink the LVBench prompt from ~280 byte tokens to ~80, which makes tiny-model
+    steps ~2.5x faster and their learning steadier (measurements in docs/synthetic_data.md).
     """
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_vocab = {char: byte for byte, char in bytes_to_unicode().items()}
     learned: list[tuple[str, str]] = []
     if merges > 0:
-        from .dataset import CAPTION_PROMPT
-        from .synthetic import prompt_corpus
+        from .needles import prompt_corpus
 
-        pre = Qwen2Tokenizer(vocab=byte_vocab, merges=[]).backend_tokenizer.pre_tokenizer.pre_tokenize_str
+        pre = Qwen2Tokenizer(vocab=byte_vocab, merges=[]).backend_tokenizer.pre_tokenizer
         chat = [DEFAULT_SYSTEM, CAPTION_PROMPT, "system\n", "user\n", "assistant\n"]
         texts = [*chat, *chat, *prompt_corpus()]  # twice: a merge needs a pair seen at least twice
         learned = learn_merges(texts, pre, merges)

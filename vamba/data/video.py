@@ -66,7 +66,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,12 +89,10 @@ __all__ = [
     "frames_for_token_budget",
     "linspace_indices",
     "load_video",
-    "read_frame_ids",
     "resize_frames",
     "sample_indices",
     "smart_resize",
     "target_size",
-    "write_synthetic_video",
 ]
 
 # Qwen2-VL's video defaults (its video processor config): 128 to 768 merged 28x28 patches per frame.
@@ -1055,92 +1052,3 @@ def _reason(e: BaseException, path: str) -> str:
     for p in (f": '{path}'", f"'{path}'", path):
         msg = msg.replace(p, "")
     return f"{type(e).__name__}: {msg.strip()}"[:300]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Synthetic clips: tests, benchmarks and offline demos need real encoded files whose frames can be identified.
-# --------------------------------------------------------------------------------------------------------------
-
-_ID_BITS, _ID_COLS = 16, 8  # frame index in 16 black/white blocks: two rows of eight along the top
-
-
-def _id_block(height: int, width: int) -> int:
-    return max(4, min(width // _ID_COLS, height // 6))
-
-
-def _synthetic_frame(i: int, texture: np.ndarray) -> np.ndarray:
-    h, w = texture.shape[:2]
-    # The texture scrolls (real motion, so the encoder makes P/B frames with actual residuals)...
-    img = np.roll(texture, ((2 * i) % h, (3 * i) % w), axis=(0, 1))
-    # ...and the frame index is written as large binary blocks that survive lossy compression and resizing.
-    b = _id_block(h, w)
-    for bit in range(_ID_BITS):
-        r, c = divmod(bit, _ID_COLS)
-        img[r * b:(r + 1) * b, c * b:(c + 1) * b] = 235 if (i >> bit) & 1 else 16
-    return img
-
-
-def write_synthetic_video(
-    path: str | os.PathLike,
-    num_frames: int,
-    width: int = 64,
-    height: int = 48,
-    fps: int = 30,
-    gop: int = 250,
-    codec: str | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> str:
-    """Encode an mp4 whose frame i shows i in binary blocks (read back with `read_frame_ids`); returns the codec.
-
-    Frames: a scrolling colour texture plus the id blocks. ``codec`` None picks libx264 (keyframe exactly every
-    ``gop`` frames, B-frames on) when available, else mpeg4. Sizes must be even (yuv420p).
-    """
-    av = _import_av()
-    if codec is None:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    texture = np.stack([128 + 100 * np.sin(xx / 17.0 + yy / 29.0), 128 + 100 * np.sin(yy / 13.0 - xx / 41.0),
-                        128 + 100 * np.cos((xx + yy) / 23.0)], axis=-1).astype(np.uint8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with av.open(os.fspath(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if codec == "libx264":
-            # Fixed GOP (no scene-cut keyframes) so keyframe spacing is known; veryfast keeps generation quick.
-            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0", "preset": "veryfast"}
-        else:
-            stream.codec_context.gop_size = gop
-            stream.codec_context.max_b_frames = 2
-            stream.codec_context.bit_rate = max(200_000, width * height * fps // 4)
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(_synthetic_frame(i, texture), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            if progress is not None:
-                progress(i)
-        for packet in stream.encode():
-            container.mux(packet)
-    return codec
-
-
-def read_frame_ids(frames: np.ndarray | torch.Tensor, encoded_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Frame indices written by `write_synthetic_video`, read back from (T, h, w, 3) uint8 frames.
-
-    ``encoded_size`` is the (height, width) the clip was written at, needed when the frames were resized since;
-    None means they were not.
-    """
-    if isinstance(frames, torch.Tensor):
-        frames = frames.cpu().numpy()
-    t, h, w, _ = frames.shape
-    eh, ew = encoded_size or (h, w)
-    b = _id_block(eh, ew)
-    sy, sx = b * h / eh, b * w / ew  # block size in the given frames' pixels
-    gray = frames.astype(np.float32).mean(-1)
-    ids = np.zeros(t, dtype=np.int64)
-    for bit in range(_ID_BITS):
-        r, c = divmod(bit, _ID_COLS)
-        # Average the middle half of each block: its edges are blurred by compression and resizing.
-        y0, y1 = int((r + 0.25) * sy), max(int((r + 0.75) * sy), int((r + 0.25) * sy) + 1)
-        x0, x1 = int((c + 0.25) * sx), max(int((c + 0.75) * sx), int((c + 0.25) * sx) + 1)
-        ids |= (gray[:, y0:y1, x0:x1].mean(axis=(1, 2)) > 128).astype(np.int64) << bit
-    return ids

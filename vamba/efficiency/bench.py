@@ -168,15 +168,15 @@ def plot(rows: list[dict], path: Path, ylabel: str, series: list[tuple[str, str,
             if pts:
                 ax.plot(*zip(*pts), style, color=COLORS[system], label=LABELS[system] + what)
     drawn = bool(ax.lines)
-    for i, system in enumerate(("qwen2vl_stock", "vamba")) if paper and drawn else ():
-        ax.plot(*zip(*[(f, v[i]) for f, v in paper.items() if v[i]]), "*", color=COLORS[system], ms=10,
-                label=f"paper: {LABELS[system]}")
-    ax.set_xscale("log", base=2)
-    ax.set(yscale="log", xlabel="frames", ylabel=ylabel)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
     if drawn:
+        for i, system in enumerate(("qwen2vl_stock", "vamba")) if paper else ():
+            ax.plot(*zip(*[(f, v[i]) for f, v in paper.items() if v[i]]), "*", color=COLORS[system], ms=10,
+                    label=f"paper: {LABELS[system]}")
+        ax.set_xscale("log", base=2)
+        ax.set(yscale="log", xlabel="frames", ylabel=ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
         fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn

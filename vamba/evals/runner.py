@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.config_store import ConfigStore
 from tqdm import tqdm
 
 from ..data.annotations import AnnotationError
@@ -548,3 +549,6 @@ class _VideoError(Exception):
 def _throughput(records: list[dict[str, Any]]) -> float | None:
     seconds = sum(r.get("time_s", 0.0) for r in records)
     return round(len(records) / seconds, 3) if seconds > 0 else None
+
+
+ConfigStore.instance().store(name="eval_schema", node=EvalConfig)  # configs/eval.yaml is validated against it

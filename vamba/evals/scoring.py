@@ -93,7 +93,7 @@ def macro_mean(blocks: dict[str, dict[str, Any]]) -> float:
 
 def summarize(records: list[dict[str, Any]], *, benchmark: str, scoring: str, rule: str, unparsed: str = "wrong",
               headline: str = "pooled", rng: random.Random | None = None, letters: str = "ABCD") -> dict[str, Any]:
-    """The aggregate dict every benchmark returns (see `vamba.evals.types.Benchmark.aggregate`).
+    """The aggregate dict every benchmark returns (see `vamba.evals.benchmark.Benchmark.aggregate`).
 
     `headline` is 'pooled' (overall accuracy) or a group name whose categories are macro-averaged.
     """

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .mamba2 import Mamba2Mixer, causal_depthwise_conv
+from .mamba_fused import fused_kernels
 from .ssd import _discretize_dt, ssd_chunk_scan
 from .video_stream import VideoStream, grid_positions
 
@@ -203,11 +204,9 @@ def slice_mixer_forward(
     halo = _conv_halo(ctx, xbc_t, mixer.d_conv)
     conv_out, _ = causal_depthwise_conv(xbc_t, mixer.conv1d.weight[:, 0], mixer.conv1d.bias, seq_idx, halo)
     x, B, C = mixer._scan_inputs(F.silu(conv_out).transpose(1, 2))
-    y, final = ssd_chunk_scan(
-        x, dt, A, B, C, mixer.chunk_size, D=mixer._D(), dt_bias=mixer.dt_bias, dt_softplus=True,
-        dt_limit=mixer.dt_limit, seq_idx=seq_idx, return_final_states=True,
-    )
-    cdtype = final.dtype
+    y, final = _scan_from_zero(mixer, x, dt, A, B, C, seq_idx)
+    cdtype = torch.float64 if final.dtype == torch.float64 else torch.float32
+    final = final.to(cdtype)
     log_decay = torch.cumsum(_discretize_dt(dt, mixer.dt_bias, True, mixer.dt_limit, cdtype) * A.to(cdtype), dim=1)
     first = torch.ones_like(log_decay[..., 0], dtype=torch.bool) if seq_idx is None else seq_idx == seq_idx[:, :1]
     carry = torch.exp(log_decay[:, -1]) * first.all(dim=1, keepdim=True).to(cdtype)  # (b, h); 0 if the state resets
@@ -217,6 +216,20 @@ def slice_mixer_forward(
     contrib = torch.einsum("blhn,bhpn->blhp", C_heads, state)
     y = y + (contrib * (torch.exp(log_decay) * first[..., None].to(cdtype))[..., None]).to(y.dtype)
     return mixer.out_proj(mixer.norm(y.flatten(2), z))
+
+
+def _scan_from_zero(mixer: Mamba2Mixer, x, dt, A, B, C, seq_idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slice's SSD scan from a zero state: (y (b, l, h, p), final state (b, h, p, n)); mamba_ssm's fused scan
+    when the mixer takes its kernels (`vamba.modeling.mamba_fused`), else ours."""
+    kernels = fused_kernels(mixer.use_kernels, x)
+    if kernels is None:
+        return ssd_chunk_scan(x, dt, A, B, C, mixer.chunk_size, D=mixer._D(), dt_bias=mixer.dt_bias, dt_softplus=True,
+                              dt_limit=mixer.dt_limit, seq_idx=seq_idx, return_final_states=True)
+    limit = {} if tuple(mixer.dt_limit) == (0.0, float("inf")) else {"dt_limit": mixer.dt_limit}
+    seq = None if seq_idx is None else (seq_idx - seq_idx[:, :1]).to(torch.int32).contiguous()
+    return kernels.mamba_chunk_scan_combined(
+        x, dt, A, B, C, chunk_size=mixer.chunk_size, D=mixer._D(), z=None, dt_bias=mixer.dt_bias, dt_softplus=True,
+        seq_idx=seq, return_final_states=True, **limit)
 
 
 # -- cross-attention across slices ---------------------------------------------------------------------------------

@@ -1,2 +1,2 @@
 """Training: Hydra configs -> transformers Trainer + DeepSpeed ZeRO-3 (see `trainer.py`); run with
-`torchrun -m vamba.train <overrides>` or `vamba train <overrides>`."""
+`vamba train <overrides>` or `torchrun --nproc_per_node=N -m vamba train <overrides>`."""

@@ -1,13 +1,16 @@
 """Structured schema of a training run (Hydra): model, data mixture, stage, DeepSpeed, and the run itself.
 
-`configs/train.yaml` composes one of each group; every group's YAML is validated against these dataclasses, so an
-unknown key fails before any GPU time is spent. The resolved config is saved with the run, next to its git SHA.
+`configs/train.yaml` composes one of each group; every group's YAML is validated against these dataclasses
+(registered with Hydra's ConfigStore on import; the data group by `vamba.data.mixture`), so an unknown key fails
+before any GPU time is spent. The resolved config is saved with the run, next to its git SHA.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from hydra.core.config_store import ConfigStore
 
 from ..data.mixture import MixtureConfig
 
@@ -109,8 +112,19 @@ class TrainConfig:
     dataloader_workers: int = 2
     device: str = "auto"  # auto | cpu
     debug_kill_at_step: int | None = None  # tests only: SIGKILL self right after this step's checkpoint
-    eval_after: dict[str, Any] | None = None  # optional `vamba eval` overrides run on the exported model
+    eval_after: dict[str, Any] | None = None  # `vamba eval` overrides: `vamba train` scores the export with them
     model: ModelConfig = field(default_factory=ModelConfig)
     data: MixtureConfig = field(default_factory=MixtureConfig)
     train: StageConfig = field(default_factory=StageConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+def _register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="train", name="stage_schema", node=StageConfig)
+    cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedConfig)
+
+
+_register()

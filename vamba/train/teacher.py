@@ -9,6 +9,7 @@ are skipped; shards are written atomically.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from .distill import TeacherLogitsWriter, text_positions
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vamba distill-teacher", description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="Qwen2-VL checkpoint directory (the teacher)")
     parser.add_argument("--out", required=True, help="directory for the safetensors shards + index.json")
@@ -24,17 +25,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of configs/train.yaml, e.g. data=sft_paper")
-    args = parser.parse_args(argv)
+    return parser
 
-    from hydra import compose, initialize_config_dir
+
+def write_teacher_logits(cfg: Any, args: argparse.Namespace) -> int:
+    """Store the teacher's top-k logits for every sample of `cfg.data` (a composed train config; `args` from
+    `build_parser`)."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    from ..config import CONFIG_DIR
     from ..data.mixture import build_mixture
     from ..data.processor import VambaProcessor
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=args.overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     teacher = Qwen2VLForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype).to(device).eval()

@@ -1,8 +1,8 @@
 """Two-stage training on transformers' `Trainer` with its DeepSpeed integration (DESIGN.md section 3).
 
 What Vamba adds to the stock Trainer: building/converting the model after the DeepSpeed config is live (so ZeRO-3
-partitions it at construction), the stage's freeze policy, alpha kept in [0, 1] on the optimizer's master copy,
-optional top-k distillation, and logging of text/visual tokens per second, peak memory and skipped samples.
+partitions it at construction), the stage's freeze policy, optional top-k distillation, and logging of text/visual
+tokens per second, peak memory and skipped samples. Alpha needs no projection: the forward clamps it to [0, 1].
 Checkpointing, resuming (model, optimizer, scheduler, RNG and position in the data stream), gradient
 accumulation, clipping and the consolidated final save are the Trainer's own.
 """
@@ -195,32 +195,6 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-class AlphaProjection(TrainerCallback):
-    """Keep each layer's alpha in [0, 1] after every optimizer step (the forward also clamps, out of place).
-
-    Under DeepSpeed the optimizer owns an fp32 master copy that would overwrite a clamp of the model weight, so
-    the master copy is clamped through DeepSpeed's safe accessors.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        self.alphas = [p for n, p in model.named_parameters() if n.endswith(".alpha") and p.requires_grad]
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not self.alphas:
-            return
-        if any(hasattr(p, "ds_id") or getattr(p, "_hp_mapping", None) is not None for p in self.alphas):
-            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
-
-            for p in self.alphas:
-                full = safe_get_full_fp32_param(p)
-                if full is not None and (full.min() < 0 or full.max() > 1):
-                    safe_set_full_fp32_param(p, full.clamp(0.0, 1.0))
-        else:
-            with torch.no_grad():
-                for p in self.alphas:
-                    p.clamp_(0.0, 1.0)
-
-
 class KillAtStep(TrainerCallback):
     """Test hook: SIGKILL this process right after the checkpoint of step `k` is written (no clean shutdown)."""
 
@@ -346,9 +320,7 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
     else:
         collator = lambda batch: collate_padded(batch, pad)  # noqa: E731
 
-    callbacks: list[TrainerCallback] = [AlphaProjection(model)]
-    if cfg.debug_kill_at_step is not None:
-        callbacks.append(KillAtStep(cfg.debug_kill_at_step))
+    callbacks = [KillAtStep(cfg.debug_kill_at_step)] if cfg.debug_kill_at_step is not None else []
     teacher = TeacherLogits(stage.distill.logits) if stage.distill.coeff > 0 else None
     trainer = VambaTrainer(
         model=model,
@@ -382,8 +354,6 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
         processor.save_pretrained(final)
         history = out / "log_history.jsonl"
         history.write_text("".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
-        if cfg.eval_after:
-            evaluate_export(cfg, final)
     return trainer, final
 
 
@@ -402,25 +372,6 @@ def _context_parallel(cfg: TrainConfig | Any, model: torch.nn.Module, args: Trai
         raise ValueError("train.context_parallel with distillation is not supported")
     _ = args.device  # initialises torch.distributed under torchrun
     return ContextParallel(size, allow_replicated=True)
-
-
-def evaluate_export(cfg: TrainConfig | Any, final: Path) -> dict[str, Any]:
-    """Run `vamba eval` on the exported checkpoint with the `eval_after` overrides (results in <output_dir>/eval)."""
-    from hydra import compose, initialize_config_dir
-
-    from ..config import CONFIG_DIR
-    from ..evals.runner import run_eval
-
-    overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
-    overrides += [f"model.path={final}", f"model.type={cfg.model.kind}", f"output_dir={Path(cfg.output_dir) / 'eval'}"]
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():  # inside `vamba train`'s own Hydra app
-        eval_cfg = compose(config_name="eval", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            eval_cfg = compose(config_name="eval", overrides=overrides)
-    return run_eval(eval_cfg)
 
 
 def _wrap_lora(model: torch.nn.Module, lora) -> torch.nn.Module:

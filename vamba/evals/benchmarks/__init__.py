@@ -1,7 +1,7 @@
 """Benchmark registry: every module in this package defines one module-level `BENCHMARK`, found automatically.
 
 Adding a benchmark means adding one file here that defines `BENCHMARK = SomeBenchmark()` (a
-`vamba.evals.types.Benchmark`); modules whose name starts with "_" are helpers and are skipped.
+`vamba.evals.benchmark.Benchmark`); modules whose name starts with "_" are helpers and are skipped.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from vamba.evals.types import Benchmark
+from vamba.evals.benchmark import Benchmark
 
 _REGISTRY: dict[str, Benchmark] | None = None
 
@@ -24,7 +24,7 @@ def _discover() -> dict[str, Benchmark]:
             module = importlib.import_module(f"{__name__}.{info.name}")
             bench = getattr(module, "BENCHMARK", None)
             if not isinstance(bench, Benchmark):
-                raise TypeError(f"{module.__name__} must define BENCHMARK, an instance of vamba.evals.types.Benchmark")
+                raise TypeError(f"{module.__name__} must define BENCHMARK, a vamba.evals.benchmark.Benchmark")
             if bench.name in found:
                 raise ValueError(f"two benchmark modules are named {bench.name!r}")
             found[bench.name] = bench

@@ -40,12 +40,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from vamba.evals.benchmark import AnnotationError, Benchmark, Question, check_unique
 from vamba.evals.benchmarks.longvideobench import BENCHMARK as LONGVIDEOBENCH
 from vamba.evals.benchmarks.mlvu import BENCHMARK as MLVU
 from vamba.evals.benchmarks.videomme import BENCHMARK as VIDEOMME
 from vamba.evals.protocol import Settings, check_protocol
 from vamba.evals.scoring import Tally, latest_by_qid
-from vamba.evals.types import AnnotationError, Benchmark, Question, check_unique
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vamba.evals.benchmark import VAMBA_HEAD, AnnotationError, Benchmark, Question, check_unique, read_json, require
 from vamba.evals.protocol import Settings
-from vamba.evals.types import VAMBA_HEAD, AnnotationError, Benchmark, Question, check_unique, read_json, require
 
 _MCQ_LINE = re.compile(r"^\s*([A-E])[.)]\s*(.*)$")
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vamba.evals.protocol import Settings
-from vamba.evals.subtitles import longvideobench_lines
-from vamba.evals.types import (
+from vamba.evals.benchmark import (
     RESPOND_ABCD,
     VAMBA_HEAD,
     AnnotationError,
@@ -31,6 +29,8 @@ from vamba.evals.types import (
     read_json,
     require,
 )
+from vamba.evals.protocol import Settings
+from vamba.evals.subtitles import longvideobench_lines
 
 
 def loader_indices(total: int, fps: float, duration: float, max_frames: int) -> list[int]:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vamba.evals.protocol import Settings
-from vamba.evals.types import (
+from vamba.evals.benchmark import (
     RESPOND_ABCD,
     VAMBA_HEAD,
     AnnotationError,
@@ -29,6 +28,7 @@ from vamba.evals.types import (
     read_jsonl,
     require,
 )
+from vamba.evals.protocol import Settings
 
 _OPTION = re.compile(r"\n\(([A-Z])\) ?")
 VIDEO_MAP = "video_map.json"

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vamba.evals.protocol import Settings
-from vamba.evals.types import (
+from vamba.evals.benchmark import (
     NO_GOLD,
     RESPOND_ABCD,
     VAMBA_HEAD,
@@ -34,6 +33,7 @@ from vamba.evals.types import (
     require,
     warn,
 )
+from vamba.evals.protocol import Settings
 
 #: MC file stem -> official video folder.
 TASK_FILES: dict[str, str] = {

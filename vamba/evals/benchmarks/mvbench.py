@@ -25,9 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vamba.evals.benchmarks.mlvu import paren_options_prompt
-from vamba.evals.protocol import Settings
-from vamba.evals.types import (
+from vamba.evals.benchmark import (
     AnnotationError,
     Benchmark,
     Question,
@@ -37,6 +35,8 @@ from vamba.evals.types import (
     require,
     warn,
 )
+from vamba.evals.benchmarks.mlvu import paren_options_prompt
+from vamba.evals.protocol import Settings
 
 #: task (json stem) -> folder under video/ (official MVBench evaluation).
 TASK_DIRS: dict[str, str] = {

@@ -21,8 +21,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from vamba.evals.benchmark import VAMBA_HEAD, AnnotationError, Benchmark, Question, check_unique, read_json
 from vamba.evals.protocol import Settings
-from vamba.evals.types import VAMBA_HEAD, AnnotationError, Benchmark, Question, check_unique, read_json
 
 COLUMNS = ("video", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4")
 MAP_FILE = "map_vid_vidorID.json"

@@ -11,9 +11,9 @@ fallback (training also writes sentence answers such as "The answer is (B) red."
 from __future__ import annotations
 
 from vamba.evals import answer as answer_rules
+from vamba.evals.benchmark import Question
 from vamba.evals.benchmarks.lvbench import LVBench
 from vamba.evals.protocol import Settings
-from vamba.evals.types import Question
 
 
 class Synthetic(LVBench):

@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vamba.evals.protocol import Settings
-from vamba.evals.subtitles import videomme_lines
-from vamba.evals.types import (
+from vamba.evals.benchmark import (
     RESPOND_ABCD,
     VAMBA_HEAD,
     AnnotationError,
@@ -35,6 +33,8 @@ from vamba.evals.types import (
     check_unique,
     read_json,
 )
+from vamba.evals.protocol import Settings
+from vamba.evals.subtitles import videomme_lines
 
 COLUMNS = ("video_id", "duration", "domain", "sub_category", "videoID", "question_id", "task_type", "question",
            "options", "answer")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vamba.data.annotations import AnnotationError, read_jsonl
+from vamba.data.prompts import RESPOND_ABCD, VAMBA_HEAD
 from vamba.evals import answer as answer_rules
 from vamba.evals import scoring as scoring_lib
 from vamba.evals.protocol import PROTOCOLS, Settings, check_protocol
@@ -41,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Kept for callers of the old name (`scoring=` is now `protocol=`).
 SCORINGS = PROTOCOLS
-#: Vamba's instruction head, shared by its evaluation scripts.
-VAMBA_HEAD = "Select the best answer to the following multiple-choice question based on the video."
-#: The release's instruction tail for four options (its scripts write the letter list literally).
-RESPOND_ABCD = "Respond with only the letter (A, B, C, or D) of the correct option."
 #: The gold letter of a question whose answer text matches no candidate: never equal to a reply's letter.
 NO_GOLD = "@"
 

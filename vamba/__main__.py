@@ -1,0 +1,7 @@
+"""`python -m vamba <command>`, so that `torchrun --nproc_per_node=N -m vamba train ...` runs the `vamba` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
