@@ -64,12 +64,9 @@ def get_profile(name: str, **text_overrides: Any) -> Profile:
 
 @dataclass(frozen=True)
 class VideoGeometry:
-    """F frames of height x width resized as Qwen2-VL's processor does; grid (t, h, w) in patches; `merge`^2
-    patches make one visual token; `patch_row` values per row of `pixel_values_videos`."""
+    """Resized frames as patches: grid (t, h, w); `merge`^2 patches make one visual token; `patch_row` values per
+    row of `pixel_values_videos`."""
 
-    frames: int
-    resized_height: int
-    resized_width: int
     grid_thw: tuple[int, int, int]
     merge: int
     patch_row: int
@@ -96,7 +93,7 @@ def profile_geometry(profile: Profile, frames: int, height: int | None = None, w
                           min_pixels=profile.min_tokens_per_frame_pair * factor**2,
                           max_pixels=profile.max_tokens_per_frame_pair * factor**2)
     grid = (frames // tp, rh // v.patch_size, rw // v.patch_size)
-    return VideoGeometry(frames, rh, rw, grid, v.spatial_merge_size, v.in_channels * tp * v.patch_size**2)
+    return VideoGeometry(grid, v.spatial_merge_size, v.in_channels * tp * v.patch_size**2)
 
 
 @dataclass
