@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from transformers import Qwen2VLForConditionalGeneration
 
-from vamba.data.dataset import FrameConfig, SampleBuilder
+from vamba.data.dataset import SampleBuilder
+from vamba.data.frames import FrameSpec
 from vamba.data.packing import collate_padded
 from vamba.data.processor import VambaProcessor
 from vamba.data.synthetic import SyntheticConfig, generate
@@ -70,12 +71,12 @@ def main() -> None:
     proc = VambaProcessor.tiny(layout="qwen2_vl", merges=a.merges)
     if a.no_system:
         proc.system_prompt = None
-    builder = SampleBuilder(proc, "llava", root=data, frames=FrameConfig(num_frames=a.frames))
+    builder = SampleBuilder(proc, "llava", root=data, frames=FrameSpec(count=a.frames))
     train = [proc(builder.messages(r)) for r in json.loads((data / "train.json").read_text())]
     evals = []
     for q in BENCHMARK.load(data):
-        frames = load_video(data / q.video, num_frames=a.frames, min_pixels=proc.vision.min_pixels,
-                            max_pixels=proc.vision.max_pixels).frames
+        spec = FrameSpec(count=a.frames, min_pixels=proc.vision.min_pixels, max_pixels=proc.vision.max_pixels)
+        frames = load_video(data / q.video, spec).frames
         msgs = [{"role": "user", "content": [{"type": "video", "video": frames},
                                              {"type": "text", "text": BENCHMARK.prompt(q)}]}]
         evals.append((proc(msgs, add_generation_prompt=True), "ABCD".index(q.answer)))

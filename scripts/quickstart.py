@@ -91,7 +91,7 @@ def run_steps(qs, out: Path) -> tuple[list[dict], dict[str, float]]:
         for frames in frame_counts:
             summary = run_eval(compose("eval", [
                 "benchmark=synthetic", f"model.path={path}", f"model.type={kind}", f"data_dir={data}",
-                f"frames={frames}", f"output_dir={out / 'eval' / f'{tag}-f{frames}'}", *qs.eval_overrides]))
+                f"frames.count={frames}", f"output_dir={out / 'eval' / f'{tag}-f{frames}'}", *qs.eval_overrides]))
             results.append({"model": name, "frames": frames, "accuracy": summary["headline"],
                             "questions": summary["overall"]["total"]})
     eff = qs.efficiency

@@ -143,7 +143,7 @@ def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
     from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 4}).save_pretrained(ckpt)
     VambaProcessor.tiny(patch_size=14).save_pretrained(ckpt)
     args = ["-m", "vamba.cli", "eval", "benchmark=synthetic", f"model.path={ckpt}", f"data_dir={synthetic_data}",
-            "frames=8", "max_new_tokens=3", "model.dtype=float64"]
+            "frames.count=8", "max_new_tokens=3", "model.dtype=float64"]
     run_torchrun([*args, f"output_dir={tmp_path / 'one'}"], nproc=1)
     run_torchrun([*args, f"output_dir={tmp_path / 'cp'}", "context_parallel=2"], nproc=2)
     one, cp = _by_qid(tmp_path / "one"), _by_qid(tmp_path / "cp")

@@ -42,7 +42,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 def _eval(checkpoint: Path, data: Path, out: Path, *extra: str, model_type: str = "vamba") -> dict:
     assert main(["eval", "benchmark=synthetic", f"model.path={checkpoint}", f"model.type={model_type}",
-                 f"data_dir={data}", "frames=8", f"output_dir={out}", "max_new_tokens=3", *extra]) == 0
+                 f"data_dir={data}", "frames.count=8", f"output_dir={out}", "max_new_tokens=3", *extra]) == 0
     return json.loads((out / "summary.json").read_text())
 
 
@@ -62,6 +62,24 @@ def test_cli_end_to_end_writes_results_and_report(checkpoints, synthetic_data, t
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_frame_mode_on_the_command_line_replaces_the_protocols_sampler(checkpoints, synthetic_data, tmp_path,
+                                                                         monkeypatch):
+    from vamba.evals import runner
+
+    seen = []
+    original = runner.VideoAnswerer.load_frames
+    monkeypatch.setattr(runner.VideoAnswerer, "load_frames",
+                        lambda self, path, q: seen.append(original(self, path, q)) or seen[-1])
+    summary = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "fps", "frames.mode=fps", "frames.fps=2",
+                    "max_videos=1")
+    # 8-frame videos at 4 fps (2 s): 2 fps gives 4 frames, segment middles (the protocol's would be all 8).
+    assert [v.indices.tolist() for v in seen] == [[1, 3, 5, 7]]
+    assert (summary["meta"]["frames"], summary["meta"]["fps"]) == ("fps", 2.0)
+    assert summary["meta"]["frame_overrides"] == {"mode": "fps", "count": 8, "fps": 2.0}
+    with pytest.raises(Exception, match="random"):  # an unknown mode fails when the config is composed
+        _eval(checkpoints["vamba"], synthetic_data, tmp_path / "bad", "frames.mode=random")
+
+
 def test_encode_once_gives_the_same_answers_as_encoding_per_question(checkpoints, synthetic_data, tmp_path):
     _eval(checkpoints["vamba"], synthetic_data, tmp_path / "once")
     _eval(checkpoints["vamba"], synthetic_data, tmp_path / "each", "encode_once=false")
@@ -74,7 +92,7 @@ def test_killed_run_resumes_to_the_same_report(checkpoints, synthetic_data, tmp_
     full = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "full")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "vamba.cli", "eval", "benchmark=synthetic", f"model.path={checkpoints['vamba']}",
-           f"data_dir={synthetic_data}", "frames=8", f"output_dir={out}", "max_new_tokens=3"]
+           f"data_dir={synthetic_data}", "frames.count=8", f"output_dir={out}", "max_new_tokens=3"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
@@ -122,7 +140,7 @@ def test_torchrun_shards_videos_and_merges_one_report(checkpoints, synthetic_dat
     single = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "single")
     out = tmp_path / "dist"
     run_torchrun(["-m", "vamba.cli", "eval", "benchmark=synthetic", f"model.path={checkpoints['vamba']}",
-                  f"data_dir={synthetic_data}", "frames=8", f"output_dir={out}", "max_new_tokens=3"])
+                  f"data_dir={synthetic_data}", "frames.count=8", f"output_dir={out}", "max_new_tokens=3"])
     assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.rank0.jsonl", "results.rank1.jsonl"]
     assert all(read_results(p) for p in out.glob("results*.jsonl"))  # both ranks answered questions
     merged = json.loads((out / "summary.json").read_text())
@@ -147,7 +165,8 @@ def test_results_writer_repairs_a_torn_line(tmp_path):
 def test_eval_help_lists_options_and_benchmarks(capsys):
     assert main(["eval", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "model.path=" in out and "frames=None" in out and "lvbench" in out
+    assert "model.path=" in out and "frames.count=None" in out and "lvbench" in out
+    assert "frames.mode=None  (uniform|linspace|fps|auto)" in out and "sampler" not in out  # set in code only
     assert "protocol='official'  (official|release)" in out
 
 
@@ -170,6 +189,29 @@ def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
     assert len(out) == 2 and all(isinstance(o, str) for o in out) and out[0] == out[1]
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
+    # one inference path: chat, asked the same thing about the same frames, gives the same reply
+    from vamba.chat import ask
+
+    assert ask(model.model, model.processor, video, "Which colour? Answer with the letter.", frames=8,
+               max_new_tokens=3).split("\n")[0] == out[0].strip()
+
+
+def test_encode_once_greedy_equals_generate_on_the_whole_prompt(checkpoints, synthetic_data):
+    """`inference.answer` on a cached encoding (the fast greedy loop) gives the tokens of `generate` on the messages
+    processed whole (the video prefilled with the prompt)."""
+    from vamba.chat import load
+    from vamba.data.frames import FrameSpec
+    from vamba.data.video import load_video
+    from vamba.evals.inference import answer, encode
+
+    model, processor = load(checkpoints["vamba"], processor="tiny")
+    video = next((synthetic_data / "videos").glob("syn_eval_*.mp4"))
+    frames = load_video(video, FrameSpec(count=8).fill(min_pixels=784, max_pixels=3136)).frames
+    messages = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "Hi?"}]}]
+    gen = {"max_new_tokens": 6, "do_sample": False}
+    cached = answer(model, processor, messages, encode(model, processor, frames), gen, prefix="A")
+    whole = answer(model, processor, messages, None, gen, prefix="A")
+    assert cached == whole and cached[0].endswith("<|im_start|>assistant\nA")
 
 
 def test_lmms_eval_registration():
@@ -187,6 +229,7 @@ def test_mvbench_bounds_only_for_official_bounded_tasks(checkpoints, synthetic_d
 
     from PIL import Image
 
+    from vamba.data.frames import FrameSpec
     from vamba.data.video import load_video
     from vamba.evals import runner
     from vamba.evals.benchmarks.mvbench import notebook_indices
@@ -206,7 +249,7 @@ def test_mvbench_bounds_only_for_official_bounded_tasks(checkpoints, synthetic_d
         shutil.copy(video, data / "video" / folder / video.name)
     frames = data / "video" / "tvqa" / "frames_fps3_hq" / "clip1"
     frames.mkdir(parents=True)
-    for i, rgb in enumerate(load_video(video, num_frames=8, resize=False).frames, start=1):
+    for i, rgb in enumerate(load_video(video, FrameSpec(count=8), resize=False).frames, start=1):
         Image.fromarray(rgb).save(frames / f"{i:05d}.png")
     (data / "json" / "episodic_reasoning.json").write_text(json.dumps(
         [{"video": "clip1", "question": "q?", "candidates": ["a", "b", "c", "d"], "answer": "b", "start": 0.5,
@@ -220,8 +263,8 @@ def test_mvbench_bounds_only_for_official_bounded_tasks(checkpoints, synthetic_d
         return out
 
     monkeypatch.setattr(runner.VideoAnswerer, "load_frames", spy)
-    assert main(["eval", "benchmark=mvbench", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "frames=4",
-                 f"output_dir={tmp_path / 'out'}", "max_new_tokens=2", "longest_edge=0"]) == 0
+    assert main(["eval", "benchmark=mvbench", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
+                 "frames.count=4", f"output_dir={tmp_path / 'out'}", "max_new_tokens=2", "frames.longest_edge=0"]) == 0
     got = dict(loads)
     assert sorted(got) == ["action_antonym_0", "action_sequence_0", "action_sequence_2", "episodic_reasoning_0"]
     assert got["action_sequence_0"] == notebook_indices((0.0, 1.0), 4.0, 7, 0, 4).tolist()
@@ -258,7 +301,8 @@ def test_videomme_subtitles_at_the_sampled_frames(checkpoints, synthetic_data, t
     data = _videomme_data(tmp_path / "data", synthetic_data)
     out = tmp_path / "out"
     assert main(["eval", "benchmark=videomme", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
-                 "annotation=ann.json", "frames=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
+                 "annotation=ann.json", "frames.count=4", "subtitles=true", f"output_dir={out}",
+                 "max_new_tokens=2"]) == 0
     rows = {r["qid"]: r for r in read_results(out / "results.jsonl")}
     # official extractor indices for 8 frames, N=4: s = 7/4 -> [1, 2, 4, 6], at 4 fps t = 0.25, 0.5, 1.0, 1.5 s:
     # cue 1 twice, none on the 1.0 s boundary, cue 2 (its two lines joined by a space)
@@ -277,7 +321,7 @@ def test_videomme_subtitles_at_the_sampled_frames(checkpoints, synthetic_data, t
 def test_release_protocol_prompt_and_deprecated_scoring(checkpoints, synthetic_data, tmp_path):
     data = _videomme_data(tmp_path / "data", synthetic_data)
     common = ["benchmark=videomme", f"model.path={checkpoints['vamba']}", f"data_dir={data}", "annotation=ann.json",
-              "frames=4", "max_new_tokens=2"]
+              "frames.count=4", "max_new_tokens=2"]
     assert main(["eval", *common, "protocol=release", f"output_dir={tmp_path / 'rel'}"]) == 0
     prompt = next(r for r in read_results(tmp_path / "rel" / "results.jsonl") if r["qid"] == "0-1")["prompt"]
     assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -315,7 +359,7 @@ def test_longvideobench_interleaved_subtitles_and_missing_fields(checkpoints, sy
     (data / "lvb_val.json").write_text(json.dumps([row, nodur]))
     out = tmp_path / "out"
     assert main(["eval", "benchmark=longvideobench", f"model.path={checkpoints['vamba']}", f"data_dir={data}",
-                 "frames=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
+                 "frames.count=4", "subtitles=true", f"output_dir={out}", "max_new_tokens=2"]) == 0
     rows = {r["qid"]: r for r in read_results(out / "results.jsonl")}
     # n = min(4, int(2.0)) = 2 frames at i * int(int(2.0 * 4) / 2): frames 0 and 4, at 0 s and 1 s
     assert "<|vision_end|>kept line\nQuestion: What?\nA. a\nB. b\n" in rows["v1_0"]["prompt"]

@@ -250,7 +250,7 @@ def members(tmp_path_factory) -> dict[str, Path]:
 
 
 def _args(checkpoint: Path, members: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["eval", "benchmark=houreval", f"model.path={checkpoint}", f"output_dir={out}", "frames=4",
+    return ["eval", "benchmark=houreval", f"model.path={checkpoint}", f"output_dir={out}", "frames.count=4",
             "max_new_tokens=2", *(f"data_dirs.{m}={d}" for m, d in members.items()),
             f"annotations.longvideobench={real('longvideobench', 'lvb_val_sample.json')}", *extra]
 
@@ -322,7 +322,7 @@ def test_official_run_scores_each_member_as_the_member_itself(checkpoint, member
     (tmp_path / "subset.json").write_text(json.dumps(lvb_rows))
     assert main(["eval", "benchmark=longvideobench", f"model.path={checkpoint}",
                  f"data_dir={members['longvideobench']}", f"annotation={tmp_path / 'subset.json'}",
-                 f"output_dir={tmp_path / 'alone'}", "frames=4", "max_new_tokens=2"]) == 0
+                 f"output_dir={tmp_path / 'alone'}", "frames.count=4", "max_new_tokens=2"]) == 0
     alone = _rows(tmp_path / "alone")
     assert alone and all((rows[f"longvideobench/{q}"]["response"], rows[f"longvideobench/{q}"]["letter"])
                          == (r["response"], r["letter"]) for q, r in alone.items())

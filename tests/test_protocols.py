@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vamba.data.video import edge_resize_size, linspace_indices, sample_indices, target_size
+from vamba.data.frames import FrameSpec, edge_resize_size, linspace_indices, sample_indices, target_size
 from vamba.evals.benchmark import Question
 from vamba.evals.benchmarks import get_benchmark
 from vamba.evals.benchmarks.longvideobench import loader_indices
@@ -202,8 +202,8 @@ def test_command_line_values_override_the_protocol() -> None:
     from types import SimpleNamespace
 
     base = get_benchmark("videomme").protocol_settings("release")
-    cfg = SimpleNamespace(frames="256", max_new_tokens=None, do_sample=None, temperature=None, top_p=None, top_k=None,
-                          subtitles=True, longest_edge=0)
+    cfg = SimpleNamespace(frames=FrameSpec(count=256, longest_edge=0), max_new_tokens=None, do_sample=None,
+                          temperature=None, top_p=None, top_k=None, subtitles=True)
     s, overrides = resolve(base, cfg)
     assert (s.frames, s.subtitles, s.longest_edge, s.max_new_tokens) == (256, True, None, 512)
     assert overrides == {"frames": 256, "subtitles": True, "longest_edge": None}
@@ -262,9 +262,9 @@ def test_pre_resize_matches_pil_bicubic(tmp_path: Path) -> None:
 
     path = tmp_path / "v.mp4"
     write_synthetic_video(path, num_frames=6, height=180, width=320, fps=6)
-    native = load_video(path, sample="linspace", num_frames=4, resize=False)
-    ours = load_video(path, sample="linspace", num_frames=4, pre_resize=(288, 256), min_pixels=56 * 56,
-                      max_pixels=28 * 28 * 1280)
+    native = load_video(path, FrameSpec(mode="linspace", count=4), resize=False)
+    ours = load_video(path, FrameSpec(mode="linspace", count=4, longest_edge=288, shortest_edge=256,
+                                      min_pixels=56 * 56, max_pixels=28 * 28 * 1280))
     mid = edge_resize_size(180, 320, 288, 256)
     assert mid == (256, 288) and ours.frames.shape[1:3] == target_size(*mid, min_pixels=56 * 56,
                                                                         max_pixels=28 * 28 * 1280)

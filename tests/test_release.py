@@ -316,6 +316,6 @@ def test_vamba_eval_scores_the_release_directory(synthetic_data, tmp_path):
     from vamba.cli import main
 
     assert main(["eval", "benchmark=synthetic", f"model.path={GOLDEN}", "model.processor=tiny",
-                 f"data_dir={synthetic_data}", "frames=8", f"output_dir={tmp_path}", "max_new_tokens=2"]) == 0
+                 f"data_dir={synthetic_data}", "frames.count=8", f"output_dir={tmp_path}", "max_new_tokens=2"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["overall"]["total"] == 8 and summary["errors"] == 0

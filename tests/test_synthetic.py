@@ -20,6 +20,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from vamba.data import synthetic  # noqa: E402
+from vamba.data.frames import FrameSpec  # noqa: E402
 from vamba.data.synthetic import PALETTE, SHAPES, SyntheticConfig, generate, shape_mask  # noqa: E402
 from vamba.data.video import load_video, sample_indices  # noqa: E402
 
@@ -189,7 +190,7 @@ def test_needles_fill_aligned_pairs_of_sampled_frames(tmp_path, frames, eval_fra
                 assert seen[2 * k] == seen[2 * k + 1] == (needle["color"], needle["shape"])
             assert sum(s is not None for s in seen) == 2 * len(gt["needles"])
         # The project's reader returns the same frames, so the needles reach the model as planned.
-        loaded = load_video(out.root / gt["video"], num_frames=eval_frames, resize=False)
+        loaded = load_video(out.root / gt["video"], FrameSpec(count=eval_frames), resize=False)
         assert loaded.indices.tolist() == project.tolist()
         assert detect(loaded.frames)[1] == [labels[i] for i in project]
 

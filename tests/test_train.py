@@ -32,7 +32,7 @@ def _overrides(data: Path, out: Path, *extra: str) -> list[str]:
         f"data.sources.0.root={data}",
         f"data.sources.1.annotation={data}/captions.jsonl",
         f"data.sources.1.root={data}",
-        "data.sources.0.frames.num_frames=8",
+        "data.sources.0.frames.count=8",
         "train.per_device_batch_size=2",
         "train.global_batch_size=4",
         *(() if any(e.startswith("eval_after=") for e in extra) else ("eval_after=null",)),
@@ -135,7 +135,7 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
             "wandb_mode=offline",
             "train=sft",
             "train.learning_rate=1e-3",
-            f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames:8,max_new_tokens:2}}",
+            f"eval_after={{benchmark:synthetic,data_dir:'{synthetic_data}',frames.count:8,max_new_tokens:2}}",
         ),
     )
     trainer, final = run_training(cfg)  # what `vamba train` runs: train, then score the export (eval_after)

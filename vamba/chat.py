@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from .data.processor import VambaProcessor, patchify
+from .data.frames import FrameSpec
+from .data.processor import VambaProcessor
 from .data.video import load_video
+from .evals.inference import EvalModelConfig, answer, encode, load_model
 
 
 def load(path: str | Path, model_type: str = "vamba", device: str | None = None, processor: str | None = None):
     """(model, processor) from a checkpoint directory; `processor='tiny'` for checkpoints without tokenizer files."""
-    from .evals.runner import EvalModelConfig, load_model
-
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return load_model(EvalModelConfig(path=str(path), type=model_type, processor=processor), dev)
 
@@ -34,38 +34,25 @@ def ask(
     processor: VambaProcessor,
     video: str | Path,
     question: str,
-    frames: int = 64,
+    frames: FrameSpec | int = 64,
     max_new_tokens: int = 128,
     stream_chunk: int | None = None,
     video_token_keep: float | None = None,
     choices: list[str] | None = None,
 ) -> str:
-    """Answer `question` about `video` (greedy decoding); with `choices`, as a multiple-choice question."""
+    """Answer `question` about `video` (greedy decoding); with `choices`, as a multiple-choice question. `frames`:
+    a `FrameSpec` (`vamba.data.frames`), or a frame count; unset pixel bounds take the processor's."""
     if choices:
         question = multiple_choice_prompt(question, choices)
     v = processor.vision
-    clip = load_video(video, num_frames=frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels)
+    spec = frames if isinstance(frames, FrameSpec) else FrameSpec(count=frames)
+    clip = load_video(video, spec.fill(min_pixels=v.min_pixels, max_pixels=v.max_pixels))
     messages = [
         {"role": "user", "content": [{"type": "video", "video": clip.frames}, {"type": "text", "text": question}]}
     ]
-    device = next(model.parameters()).device
-    gen = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
-    if processor.layout == "vamba":
-        pixels, grid = patchify(clip.frames, v)
-        cache = model.encode_video(
-            pixel_values_videos=pixels.to(device, model.dtype),
-            video_grid_thw=grid[None].to(device),
-            chunk_frames=stream_chunk,
-            video_token_keep=video_token_keep,
-        )
-        text = processor.render(messages, add_generation_prompt=True)
-        ids = processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache.fork(), **gen)
-    else:
-        batch = {k: t.to(device) for k, t in processor(messages, add_generation_prompt=True).items() if k != "labels"}
-        ids = batch["input_ids"]
-        out = model.generate(**batch, **gen)
-    return processor.decode(out[0, ids.shape[1] :]).strip()
+    encoded = encode(model, processor, clip.frames, chunk_frames=stream_chunk, video_token_keep=video_token_keep)
+    generation = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    return answer(model, processor, messages, encoded, generation, video_token_keep=video_token_keep)[1].strip()
 
 
 def multiple_choice_prompt(question: str, choices: list[str]) -> str:
@@ -86,7 +73,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--model-type", choices=["vamba", "qwen2_vl"], default="vamba")
     parser.add_argument("--processor", default=None, help="processor directory (default: the model's); 'tiny'")
-    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=64, help="frames (uniform); with --fps, the most frames")
+    parser.add_argument("--fps", type=float, default=None, help="sample this many frames per second of video")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--stream-chunk", type=int, default=None, help="stream the video this many frames at a time")
     parser.add_argument("--video-token-keep", type=float, default=None, help="keep this fraction of video tokens")
@@ -103,7 +91,7 @@ def main(argv: list[str]) -> int:
                 processor,
                 args.video,
                 args.question,
-                args.frames,
+                FrameSpec(mode="fps" if args.fps else None, count=args.frames, fps=args.fps),
                 args.max_new_tokens,
                 args.stream_chunk,
                 args.video_token_keep,

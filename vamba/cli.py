@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import enum
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,18 @@ def exit_cleanly() -> None:
 
 
 def _schema_help(schema, prefix: str = "") -> list[str]:
-    lines = []
+    lines, hints = [], typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
+        if f.metadata.get("omegaconf_ignore"):  # set in code, not a config key
+            continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kinds = [t for t in (hints[f.name], *typing.get_args(hints[f.name])) if isinstance(t, type)
+                 and issubclass(t, enum.Enum)]
         if dataclasses.is_dataclass(default):
             lines += _schema_help(type(default), prefix=f"{prefix}{f.name}.")
-        elif isinstance(default, enum.Enum):
-            choices = "|".join(str(m.value) for m in type(default))
-            lines.append(f"  {prefix}{f.name}={default.value!r}  ({choices})")
+        elif kinds:
+            value = default.value if isinstance(default, enum.Enum) else default
+            lines.append(f"  {prefix}{f.name}={value!r}  ({'|'.join(str(m.value) for m in kinds[0])})")
         else:
             lines.append(f"  {prefix}{f.name}={default!r}")
     return lines

@@ -1,8 +1,11 @@
-"""Data: video decoding and frame sampling, processing, datasets, packing.
+"""Data: frame specs and video decoding, processing, datasets, packing.
 
-`load_video` is the project's one video reader and `sample_indices` its one frame sampler (see `vamba.data.video`).
+`load_video` is the project's one video reader and `FrameSpec` its one frame setting (`vamba.data.video`,
+`vamba.data.frames`); `sample_indices` is the frame sampler behind it.
 """
 
-from .video import VideoFrames, VideoReadError, frames_for_token_budget, load_video, resize_frames, sample_indices
+from .frames import FrameSpec, Sampling, frames_for_token_budget, sample_indices
+from .video import VideoFrames, VideoReadError, load_video, resize_frames
 
-__all__ = ["VideoFrames", "VideoReadError", "frames_for_token_budget", "load_video", "resize_frames", "sample_indices"]
+__all__ = ["FrameSpec", "Sampling", "VideoFrames", "VideoReadError", "frames_for_token_budget", "load_video",
+           "resize_frames", "sample_indices"]

@@ -11,13 +11,13 @@ import json
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .frames import FrameSpec
 from .processor import IGNORE_INDEX, Message, VambaProcessor
 from .prompts import CAPTION_PROMPT
 
@@ -25,19 +25,6 @@ logger = logging.getLogger(__name__)
 
 SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _PLACEHOLDER = re.compile(r"<(image|video)>")
-
-
-@dataclass
-class FrameConfig:
-    """How frames are taken from a video (see `vamba.data.video.load_video`)."""
-
-    num_frames: int | None = 16
-    fps: float | None = None
-    sample: str = "uniform"
-    max_frames: int | None = None
-    token_budget: int | None = None
-    min_pixels: int | None = None
-    max_pixels: int | None = None
 
 
 class SampleError(Exception):
@@ -93,11 +80,11 @@ class SampleBuilder:
     """Record of one annotation format -> processed sample (`VambaProcessor` output), or `SampleError`."""
 
     def __init__(self, processor: VambaProcessor, fmt: str, root: str | Path | None = None,
-                 frames: FrameConfig | None = None, max_text_tokens: int | None = None):
+                 frames: FrameSpec | None = None, max_text_tokens: int | None = None):
         self.processor = processor
         self.fmt = fmt
         self.root = Path(root) if root is not None else None
-        self.frames = frames or FrameConfig()
+        self.frames = frames or FrameSpec()
         self.max_text_tokens = max_text_tokens
 
     def _path(self, rel: str) -> Path:
@@ -116,13 +103,10 @@ class SampleBuilder:
                 raise SampleError(where, "unreadable image", f"{path} ({e})") from None
         from .video import VideoReadError, load_video
 
-        f = self.frames
+        # Unset pixel bounds take the processor's, so frames are resized once, to what the model will see.
+        vision = self.processor.vision
         try:
-            # Unset pixel bounds take the processor's, so frames are resized once, to what the model will see.
-            vision = self.processor.vision
-            return load_video(path, num_frames=f.num_frames, fps=f.fps, sample=f.sample, max_frames=f.max_frames,
-                              token_budget=f.token_budget, min_pixels=f.min_pixels or vision.min_pixels,
-                              max_pixels=f.max_pixels or vision.max_pixels).frames
+            return load_video(path, self.frames.fill(min_pixels=vision.min_pixels, max_pixels=vision.max_pixels)).frames
         except VideoReadError as e:
             raise SampleError(where, "unreadable video", str(e)) from None
 

@@ -10,7 +10,7 @@ load time. Example:
         root: /data/LLaVA-Video-178K/0_30_s_academic_v0_1
         weight: 1.0            # multiplier on the source size: 0.5 takes half, 2.0 repeats it twice
         max_samples: null      # or a hard cap after weighting
-        frames: {num_frames: 64, sample: uniform}
+        frames: {count: 64, mode: uniform}   # a FrameSpec (vamba.data.frames)
 
 The mixture is deterministic for a seed: each source is weighted and shuffled with its own seeded generator,
 then the sources are interleaved by a seeded shuffle of the concatenation.
@@ -26,7 +26,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from .annotations import FORMATS, read_annotations
-from .dataset import FrameConfig, SampleBuilder, VambaDataset
+from .dataset import SampleBuilder, VambaDataset
+from .frames import FrameSpec, as_spec
 from .processor import VambaProcessor
 
 
@@ -38,7 +39,7 @@ class SourceConfig:
     root: str | None = None
     weight: float = 1.0
     max_samples: int | None = None
-    frames: FrameConfig = field(default_factory=FrameConfig)
+    frames: FrameSpec = field(default_factory=FrameSpec)
 
 
 @dataclass
@@ -84,8 +85,7 @@ def build_mixture(
     for src in cfg.sources:
         if src.format not in FORMATS:
             raise ValueError(f"data source {src.name!r}: format must be one of {FORMATS}, got {src.format!r}")
-        frames = FrameConfig(**dict(src.frames)) if not isinstance(src.frames, FrameConfig) else src.frames
-        builders[src.name] = SampleBuilder(processor, src.format, src.root, frames, cfg.max_text_tokens)
+        builders[src.name] = SampleBuilder(processor, src.format, src.root, as_spec(src.frames), cfg.max_text_tokens)
         for rec in _select(read_annotations(src.format, src.annotation), src, cfg.seed):
             records.append({**rec, "_source": src.name})
     random.Random(cfg.seed).shuffle(records)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vamba.data.annotations import AnnotationError, read_jsonl
+from vamba.data.frames import FrameSpec
 from vamba.data.prompts import RESPOND_ABCD, VAMBA_HEAD
 from vamba.evals import answer as answer_rules
 from vamba.evals import scoring as scoring_lib
@@ -280,16 +281,12 @@ class Benchmark:
             raise NotImplementedError(f"{self.name} has no {settings.sampler!r} sampler")
         return None
 
-    def video_kwargs(self, q: Question, settings: Settings) -> dict[str, Any]:
-        """Keyword arguments for `vamba.data.video.load_video` beyond size bounds (sampler, pre-resize, window)."""
+    def frame_spec(self, q: Question, settings: Settings) -> FrameSpec:
+        """The protocol's frames of a question's video: count, sampler and pre-resize (pixel bounds left unset)."""
         sampler = self.sampler(q, settings, settings.frames)
-        if sampler is None:
-            kwargs: dict[str, Any] = {"sample": settings.sampler, "num_frames": settings.frames}
-        else:
-            kwargs = {"sampler": lambda total, fps: drop_odd(sampler(total, fps))}
-        if settings.longest_edge:
-            kwargs["pre_resize"] = (settings.longest_edge, settings.shortest_edge)
-        return kwargs
+        return FrameSpec(mode=None if sampler else settings.sampler, count=settings.frames,
+                         sampler=(lambda total, fps: drop_odd(sampler(total, fps))) if sampler else None,
+                         longest_edge=settings.longest_edge, shortest_edge=settings.shortest_edge)
 
     def subtitle_text(self, q: Question, data_dir: Path, indices: Any, fps: float) -> str | None:
         """The subtitle text the protocol feeds with these frames, or None (no subtitle file for this question).

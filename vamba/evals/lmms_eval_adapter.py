@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from ..data.frames import FrameSpec
+from .inference import answer, encode
+
 try:  # optional extra
     from lmms_eval.api.model import lmms as _LmmsBase
 except ImportError:  # pragma: no cover - exercised when the extra is absent
@@ -48,13 +51,13 @@ class Vamba(_LmmsBase):
     ):
         if _LmmsBase is not object:
             super().__init__()
-        from .runner import EvalModelConfig, load_model
+        from .inference import EvalModelConfig, load_model
 
         if int(batch_size) != 1:
             raise ValueError("vamba's lmms-eval adapter answers one request at a time (batch_size=1)")
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.processor = load_model(EvalModelConfig(path=pretrained, type=model_type), dev)
-        self.max_num_frames = int(max_num_frames)
+        self.frames = FrameSpec(count=int(max_num_frames))
         self.video_token_keep = float(video_token_keep)
         self.device_ = dev
         if not hasattr(self, "task_dict"):
@@ -65,7 +68,7 @@ class Vamba(_LmmsBase):
 
         v = self.processor.vision
         path = visual.get("url") if isinstance(visual, dict) else visual
-        return load_video(path, num_frames=self.max_num_frames, min_pixels=v.min_pixels, max_pixels=v.max_pixels).frames
+        return load_video(path, self.frames.fill(min_pixels=v.min_pixels, max_pixels=v.max_pixels)).frames
 
     def generate_until(self, requests) -> list[str]:
         """Each request's `args` = (context, gen_kwargs, doc_to_visual, doc_id, task, split)."""
@@ -75,21 +78,19 @@ class Vamba(_LmmsBase):
             visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual else []
             content: list[dict[str, Any]] = [{"type": "video", "video": self._frames(v)} for v in visuals]
             content.append({"type": "text", "text": context})
-            batch = self.processor([{"role": "user", "content": content}], add_generation_prompt=True)
-            kwargs = {k: v.to(self.device_) for k, v in batch.items() if k != "labels"}
-            if self.video_token_keep < 1 and "pixel_values_videos" in kwargs:
-                kwargs["video_token_keep"] = self.video_token_keep
             gen = {
                 "max_new_tokens": int(gen_kwargs.get("max_new_tokens", 32)),
                 "do_sample": bool(gen_kwargs.get("do_sample", False) or gen_kwargs.get("temperature", 0) > 0),
-                "pad_token_id": self.processor.tokenizer.pad_token_id,
             }
             if gen["do_sample"]:
                 gen["temperature"] = float(gen_kwargs.get("temperature", 1.0))
                 gen["top_p"] = float(gen_kwargs.get("top_p") or 1.0)
-            with torch.no_grad():
-                out = self.model.generate(**kwargs, **gen)
-            text = self.processor.decode(out[0, kwargs["input_ids"].shape[1] :])
+            # One video: encoded once (Vamba) as every front end does; otherwise the messages are processed whole.
+            videos = [c["video"] for c in content if c["type"] == "video"]
+            encoded = encode(self.model, self.processor, videos[0], video_token_keep=self.video_token_keep) \
+                if len(videos) == 1 else None
+            _, text = answer(self.model, self.processor, [{"role": "user", "content": content}], encoded, gen,
+                             video_token_keep=self.video_token_keep)
             for stop in gen_kwargs.get("until") or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]

@@ -30,7 +30,7 @@ class Protocol(str, Enum):
 
 
 PROTOCOLS: tuple[str, ...] = tuple(p.value for p in Protocol)
-#: Frame samplers: the release's (`vamba.data.video.linspace_indices`), the project's segment middles (``uniform``,
+#: Frame samplers: the release's (`vamba.data.frames.linspace_indices`), the project's segment middles (``uniform``,
 #: the synthetic benchmark's, which its needles are placed for) and the benchmarks' own (in their modules).
 SAMPLERS: tuple[str, ...] = ("linspace", "uniform", "videomme", "longvideobench", "mvbench")
 
@@ -49,7 +49,7 @@ class Settings:
 
     - `frames`: frames sampled per video (per clip for MVBench), by `sampler` (`SAMPLERS`); an odd count loses its
       last frame (the release's processor pairs frames and drops the odd one);
-    - `longest_edge`: the release's pre-resize (`vamba.data.video.edge_resize_size`: longest edge to this, each
+    - `longest_edge`: the release's pre-resize (`vamba.data.frames.edge_resize_size`: longest edge to this, each
       side raised to `shortest_edge`), before the processor's own resize; None for no pre-resize;
     - `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `top_k` (0: no top-k filter): generation; the greedy
       release scripts also pass top_p=0.9, which greedy decoding ignores;
@@ -80,27 +80,24 @@ class Settings:
         return kwargs
 
 
-#: EvalConfig field -> Settings field, for command-line overrides (None in the config = the protocol's value).
-OVERRIDABLE: dict[str, str] = {
-    "max_new_tokens": "max_new_tokens", "do_sample": "do_sample", "temperature": "temperature", "top_p": "top_p",
-    "top_k": "top_k", "subtitles": "subtitles", "longest_edge": "longest_edge",
-}
+#: Settings fields the command line may override: generation keys of EvalConfig, and FrameSpec fields under
+#: `frames.` (None in the config = the protocol's value).
+OVERRIDABLE = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "subtitles")
+FRAME_OVERRIDABLE = {"count": "frames", "longest_edge": "longest_edge", "shortest_edge": "shortest_edge"}
 
 
 def resolve(base: Settings, cfg: Any) -> tuple[Settings, dict[str, Any]]:
     """`base` with the config's explicit values applied; returns (settings, {field: value} of the overrides).
 
-    `frames` overrides when it is a number (``auto`` and ``fps`` are sampling modes the runner handles);
-    `longest_edge=0` turns the pre-resize off.
+    `frames.count` sets the frame count (the cap for `frames.mode=fps|auto`); `frames.longest_edge=0` turns the
+    pre-resize off.
     """
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {key: getattr(cfg, key) for key in OVERRIDABLE if getattr(cfg, key, None) is not None}
     frames = getattr(cfg, "frames", None)
-    if frames is not None and str(frames).isdigit():
-        changes["frames"] = int(frames)
-    for key, field in OVERRIDABLE.items():
-        value = getattr(cfg, key, None)
+    for key, field in FRAME_OVERRIDABLE.items():
+        value = getattr(frames, key, None)
         if value is not None:
-            changes[field] = (value or None) if field == "longest_edge" else value
+            changes[field] = (value or None) if field == "longest_edge" else int(value)
     overrides = {k: v for k, v in changes.items() if getattr(base, k) != v}
     return replace(base, **changes), overrides
 

@@ -19,7 +19,7 @@ import random
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +28,16 @@ from hydra.core.config_store import ConfigStore
 from tqdm import tqdm
 
 from ..data.annotations import AnnotationError
-from ..data.processor import VambaProcessor, patchify
+from ..data.frames import FrameSpec, as_spec
+from ..data.processor import VambaProcessor
 from ..parallel import ContextParallel
+from .inference import EvalModelConfig, answer, encode, load_model
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
 from .report import selection_lines, write_report
 from .results import ResultsWriter, read_results
 from .subtitles import SubtitleError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalModelConfig:
-    path: str = "???"
-    type: str = "vamba"  # vamba | qwen2_vl (the stock transformers model, video inline)
-    processor: str | None = None  # processor directory (default: path); "tiny" for the offline tiny processor
-    dtype: str = "auto"  # auto = bfloat16 on GPU, float32 on CPU
-    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -75,12 +68,10 @@ class EvalConfig:
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
     protocol: Protocol = Protocol.official  # official | release
     scoring: str | None = None  # deprecated name of `protocol` (still accepted, with a warning)
-    frames: str | None = None  # a number, or "auto" (as many as fit token_budget); default: the protocol's
-    token_budget: int | None = None  # visual tokens per video for frames=auto
-    fps: float | None = None  # sample at this fps instead (frames = cap)
-    min_pixels: int | None = None  # default: the processor's
-    max_pixels: int | None = None
-    longest_edge: int | None = None  # the release's pre-resize edge; 0 turns it off
+    # frames.count=256, frames.mode=auto frames.token_budget=16000, frames.mode=fps frames.fps=1 (count = the cap),
+    # frames.min_pixels/max_pixels (default: the processor's), frames.longest_edge=0 (no pre-resize); unset fields
+    # take the protocol's values (`vamba.data.frames.FrameSpec`)
+    frames: FrameSpec = field(default_factory=FrameSpec)
     subtitles: bool | None = None  # Video-MME per-frame lines / LongVideoBench interleaved (default off)
     max_new_tokens: int | None = None
     do_sample: bool | None = None
@@ -101,32 +92,6 @@ class EvalConfig:
     context_parallel: int = 1
 
 
-# -- model ----------
-def load_model(cfg: EvalModelConfig, device: torch.device):
-    """(model, processor) for `vamba` or stock `qwen2_vl`, in eval mode on `device`."""
-    from transformers import Qwen2VLForConditionalGeneration
-
-    from ..modeling import VambaForConditionalGeneration
-
-    if cfg.type not in ("vamba", "qwen2_vl"):
-        raise ValueError(f"model.type must be 'vamba' or 'qwen2_vl', got {cfg.type!r}")
-    if cfg.dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    else:
-        dtype = getattr(torch, cfg.dtype)
-    if not (Path(cfg.path) / "config.json").is_file():
-        raise FileNotFoundError(f"model.path={cfg.path}: no config.json there (a local checkpoint directory is needed)")
-    cls = VambaForConditionalGeneration if cfg.type == "vamba" else Qwen2VLForConditionalGeneration
-    model = cls.from_pretrained(cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation).to(device).eval()
-    layout = "vamba" if cfg.type == "vamba" else "qwen2_vl"
-    source = cfg.processor or cfg.path
-    if source == "tiny":
-        processor = VambaProcessor.tiny(patch_size=model.config.vision_config.patch_size, layout=layout)
-    else:
-        processor = VambaProcessor.from_pretrained(source, layout=layout)
-    return model, processor
-
-
 # -- one video ----------
 class VideoAnswerer:
     """Answers questions about one video under one protocol; encodes it once (Vamba) and reuses the encoding."""
@@ -136,51 +101,27 @@ class VideoAnswerer:
         self.model, self.processor, self.cfg, self.bench = model, processor, cfg, benchmark
         self.context_parallel = context_parallel
         self.protocol, self.settings = protocol, settings
-        self.device = next(model.parameters()).device
-        self.is_vamba = cfg.model.type == "vamba"
+        self.frames = as_spec(cfg.frames)
 
     def load_frames(self, path: Path, q):
-        """`VideoFrames` of the question's video as the protocol samples and resizes them (`frames=auto` and `fps`
-        replace the protocol's sampler with the loader's own mode)."""
+        """`VideoFrames` of the question's video as the protocol samples and resizes them; the command line's
+        frame fields win, and a `frames.mode` given there replaces the protocol's sampler."""
         from ..data.video import load_video
 
-        cfg, vision = self.cfg, self.processor.vision
-        kwargs = self.bench.video_kwargs(q, self.settings)
-        if str(cfg.frames) == "auto" or cfg.fps:
-            for key in ("sampler", "num_frames"):
-                kwargs.pop(key, None)
-            kwargs.update(sample="auto" if cfg.fps is None else "fps", fps=cfg.fps, token_budget=cfg.token_budget,
-                          max_frames=self.settings.frames if cfg.fps else None)
-        return load_video(path, min_pixels=cfg.min_pixels or vision.min_pixels,
-                          max_pixels=cfg.max_pixels or vision.max_pixels, **kwargs)
+        spec = self.bench.frame_spec(q, self.settings)
+        if self.frames.mode is not None:
+            spec = replace(spec, sampler=None)
+        vision = self.processor.vision
+        spec = self.frames.over(spec).fill(min_pixels=vision.min_pixels, max_pixels=vision.max_pixels)
+        return load_video(path, spec, folder_fps=q.extra.get("frames_fps"))
 
     def encode(self, video) -> dict[str, Any]:
-        frames = video.frames
-        pixels, grid = patchify(frames, self.processor.vision)
-        enc = {"grid": grid[None].to(self.device), "frames": frames, "indices": video.indices, "fps": video.fps}
-        ctx = self._slice(pixels, grid) if self.context_parallel is not None else None
-        if ctx is not None:  # this rank encodes its slice of the video only
-            enc["cache"] = self.model.encode_video(context_parallel=ctx)
-            return enc
-        enc["pixels"] = pixels = pixels.to(self.device, dtype=self.model.dtype)
-        if self.is_vamba:
-            keep = self.cfg.video_token_keep if self.cfg.video_token_keep < 1 else None
-            enc["cache"] = self.model.encode_video(
-                pixel_values_videos=pixels,
-                video_grid_thw=enc["grid"],
-                video_token_keep=keep,
-                chunk_frames=self.cfg.stream_chunk,
-                stream_above_frames=self.cfg.stream_above_frames,
-            )
-        return enc
-
-    def _slice(self, pixels: torch.Tensor, grid: torch.Tensor):
-        """This rank's `SliceContext` of one video, or None when the video has fewer temporal patches than ranks
-        (then every rank of the group encodes it whole)."""
-        cfg = self.model.config
-        batch = {"input_ids": torch.tensor([[cfg.vision_start_token_id, cfg.vision_end_token_id]]),
-                 "pixel_values_videos": pixels, "video_grid_thw": grid[None]}
-        return self.context_parallel.shard(batch, cfg).get("context_parallel")
+        """The video ready for questions (`inference.encode`), with the sampled frames' indices and fps."""
+        cfg = self.cfg
+        encoded = encode(self.model, self.processor, video.frames, video_token_keep=cfg.video_token_keep,
+                         chunk_frames=cfg.stream_chunk, stream_above_frames=cfg.stream_above_frames,
+                         context_parallel=self.context_parallel)
+        return {"encoded": encoded, "indices": video.indices, "fps": video.fps}
 
     def answer(self, q, enc: dict[str, Any], subtitles: str | None = None) -> tuple[str, str]:
         """(prompt text, model response) for one question."""
@@ -190,65 +131,11 @@ class VideoAnswerer:
         if system:
             messages.append({"role": "system", "content": system})
         text = bench.prompt(q, protocol, subtitles=subtitles)
-        messages.append(
-            {"role": "user", "content": [{"type": "video", "video": enc["frames"]}, {"type": "text", "text": text}]}
-        )
-        if self.is_vamba and "cache" in enc:
-            ids = self._text_ids(messages)
-            extra = {"past_key_values": enc["cache"].fork()}
-        else:
-            batch = self.processor(messages, add_generation_prompt=True)
-            ids = batch["input_ids"]
-            extra = {"pixel_values_videos": enc["pixels"], "video_grid_thw": enc["grid"]}
-            if "mm_token_type_ids" in batch:
-                extra["mm_token_type_ids"] = batch["mm_token_type_ids"].to(self.device)
-            if self.is_vamba and self.cfg.video_token_keep < 1:
-                extra["video_token_keep"] = self.cfg.video_token_keep
-        prefix = bench.response_prefix(protocol)
-        if prefix:
-            ids = torch.cat(
-                [ids, self.processor.tokenizer(prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]],
-                dim=1,
-            )
-        ids = ids.to(self.device)
-        gen = self.settings.generation_kwargs()
-        stop = [self.processor.im_end_id, self.processor.tokenizer.eos_token_id]
-        with torch.no_grad():
-            if self.is_vamba and "past_key_values" in extra and not gen["do_sample"] and self._plain_greedy():
-                new_ids = self._greedy(ids, extra["past_key_values"], gen["max_new_tokens"])
-            else:
-                new_ids = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen,
-                                              pad_token_id=self.processor.tokenizer.pad_token_id,
-                                              eos_token_id=stop)[0, ids.shape[1]:]
-        prompt = self.processor.render(messages, add_generation_prompt=True) + prefix
-        return prompt, self.processor.decode(new_ids)
-
-    def _plain_greedy(self) -> bool:
-        """The fast greedy loop applies no logits processor: only when the checkpoint's generation config sets
-        none that greedy `generate` would apply."""
-        gc = getattr(self.model, "generation_config", None)
-        return gc is None or ((gc.repetition_penalty or 1.0) == 1.0 and not gc.no_repeat_ngram_size
-                              and not gc.bad_words_ids and not gc.suppress_tokens)
-
-    def _greedy(self, ids: torch.Tensor, cache, max_new_tokens: int) -> torch.Tensor:
-        """Greedy decoding on a forked video cache without `generate`'s per-call setup, which dominates for short
-        multiple-choice answers; gives the same tokens as `generate(do_sample=False)` (tested)."""
-        stop = {self.processor.im_end_id, self.processor.tokenizer.eos_token_id}
-        out = []
-        step_ids = ids
-        for _ in range(max_new_tokens):
-            logits = self.model(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-            token = int(logits[0, -1].argmax())
-            out.append(token)
-            if token in stop:
-                break
-            step_ids = torch.tensor([[token]], device=ids.device)
-        return torch.tensor(out, dtype=torch.long)
-
-    def _text_ids(self, messages) -> torch.Tensor:
-        """Prompt ids without processing pixels again (the video is already encoded)."""
-        text = self.processor.render(messages, add_generation_prompt=True)
-        return self.processor.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        encoded = enc["encoded"]
+        messages.append({"role": "user", "content": [{"type": "video", "video": encoded.frames},
+                                                     {"type": "text", "text": text}]})
+        return answer(self.model, self.processor, messages, encoded, self.settings.generation_kwargs(),
+                      prefix=bench.response_prefix(protocol), video_token_keep=self.cfg.video_token_keep)
 
 
 # -- the run ----------
@@ -356,7 +243,8 @@ def _dry_run(bench, questions: list, by_video, videos: list[str], data_dir: Path
 
 def _run_record(bench, protocol: str, cfg, resolved: dict[str, tuple], selection) -> dict[str, Any]:
     """What fixes the results of a run (`run.json`: a resume with anything else is refused)."""
-    frames = str(cfg.frames) if str(cfg.frames) == "auto" or cfg.fps else ",".join(
+    user = as_spec(cfg.frames)
+    frames = str(user.mode) if user.mode in ("fps", "auto") else ",".join(
         dict.fromkeys(str(s.frames) for s, _ in resolved.values()))
     run = {"benchmark": bench.name, "protocol": protocol, "model": str(cfg.model.path), "model_type": cfg.model.type}
     if bench.members:
@@ -366,7 +254,8 @@ def _run_record(bench, protocol: str, cfg, resolved: dict[str, tuple], selection
                                   for k, (s, o) in resolved.items()}
     else:
         run.update(describe(*resolved[bench.name]))
-    run.update(frames=frames, fps=cfg.fps, video_token_keep=cfg.video_token_keep)
+    run.update(frames=frames, fps=user.fps, video_token_keep=cfg.video_token_keep,
+               frame_overrides={k: str(v) if k == "mode" else v for k, v in vars(user).items() if v is not None})
     if selection is not None:
         run["selection"] = selection
     return run

@@ -8,10 +8,10 @@ release's layout (`model.layers.N...`, `visual.*`) load into `VambaForConditiona
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
+from .cache import VambaCache
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, Mamba2State, build_mixer
 from .modeling_vamba import (
-    VambaCache,
     VambaDecoderLayer,
     VambaForConditionalGeneration,
     VambaModel,

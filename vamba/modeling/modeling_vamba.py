@@ -1,10 +1,9 @@
 """Vamba: Qwen2-VL whose text tokens cross-attend to the video and whose video tokens run through Mamba blocks.
 
-Built by subclassing transformers' Qwen2-VL classes (pinned range in pyproject.toml) and overriding only what
-Vamba changes: the decoder layer (DESIGN.md section 2), the text model's forward (it carries the video stream
-next to the text), the multimodal model's forward (the video is not scattered into the text), and the cache
-(it keeps every layer's cross-attention keys/values of the video). The vision tower, attention, MLP, norms,
-rotary embeddings, masks, loss and generation loop are transformers' own.
+Subclasses of transformers' Qwen2-VL classes overriding only what Vamba changes: the decoder layer (DESIGN.md
+section 2), the text model's forward (it carries the video stream next to the text), the multimodal model's forward
+(the video is not scattered into the text) and the cache (`cache.py`: every layer's video keys/values; encoding for
+generation in `encode.py`). Vision tower, attention, MLP, norms, rotary, masks, loss and generation are transformers'.
 
 Decoder layer l, with x the text hidden states and V the video hidden states entering the layer:
 
@@ -36,64 +35,20 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VLTextModel,
 )
 
+from .cache import VambaCache
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
+from .encode import encode_video, encode_video_streaming
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
 from .video_slice import SliceContext, slice_mixer_forward, slice_stream
 from .video_stream import (
     VideoStream,
     VisualItem,
     assemble_video_stream,
-    grid_positions,
+    check_pixels,
     marker_kinds,
     packed_sample_index,
 )
-
-
-class VambaCache(DynamicCache):
-    """Text self-attention KV cache plus, per layer, the cross-attention keys/values of the video.
-
-    The video is processed once at prefill; decoding steps read `video_kv` and never touch the mixer or the
-    video projections again. `video_visible` (B, M) says which cached video tokens the next text tokens see.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_args = (args, kwargs)
-        self.video_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.video_visible: torch.Tensor | None = None
-        self.slices: SliceContext | None = None  # set when the video keys/values are one slice of a group's
-
-    def fork(self) -> VambaCache:
-        """A cache with this one's video keys/values (shared, not copied) and no text: one per question, so
-        every question about a video reuses its single encoding."""
-        args, kwargs = self._init_args
-        new = VambaCache(*args, **kwargs)
-        new.video_kv = dict(self.video_kv)
-        new.video_visible = self.video_visible
-        new.slices = self.slices
-        return new
-
-    @property
-    def has_video(self) -> bool:
-        return self.video_visible is not None
-
-    def _map_video(self, fn) -> None:
-        self.video_kv = {i: (fn(k), fn(v)) for i, (k, v) in self.video_kv.items()}
-        if self.video_visible is not None:
-            self.video_visible = fn(self.video_visible)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        super().batch_repeat_interleave(repeats)
-        self._map_video(lambda t: t.repeat_interleave(repeats, dim=0))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        super().batch_select_indices(indices)
-        self._map_video(lambda t: t[indices, ...])
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        super().reorder_cache(beam_idx)
-        self._map_video(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
 
 @dataclass
@@ -351,8 +306,7 @@ class VambaTextModel(Qwen2VLTextModel):
             if self.has_sliding_layers:
                 mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
 
-        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings,
-                                    slices)
+        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings, slices)
         hidden_states = inputs_embeds
         video_states = video.states if video is not None else None
         last = len(self.layers) - 1
@@ -498,34 +452,6 @@ class VambaModel(Qwen2VLModel):
             **kwargs,
         )
 
-    def _check_pixels(
-        self, pixels: torch.Tensor | None, grid_thw: torch.Tensor | None, pixels_name: str, grid_name: str
-    ) -> bool:
-        """Validate one kind's pixels against its grid; False when that kind is absent."""
-        if pixels is None:
-            if grid_thw is not None and len(grid_thw):
-                raise ValueError(f"{grid_name} was given but {pixels_name} is missing")
-            return False
-        if grid_thw is None:
-            raise ValueError(f"{pixels_name} was given without {grid_name}")
-        if not torch.is_floating_point(pixels):
-            raise ValueError(f"{pixels_name} must be a floating-point tensor, got dtype {pixels.dtype}")
-        device = self.visual.get_device()
-        if pixels.device != device:
-            raise ValueError(f"{pixels_name} is on {pixels.device} but the model is on {device}")
-        if grid_thw.ndim != 2 or grid_thw.shape[-1] != 3:
-            raise ValueError(f"{grid_name} must have shape (items, 3), got {tuple(grid_thw.shape)}")
-        merge = self.visual.spatial_merge_size
-        patches = int(grid_thw.prod(-1).sum())
-        if patches != pixels.shape[0]:
-            raise ValueError(
-                f"{grid_name} describes {patches} patches ({grid_thw.tolist()}) but {pixels_name} has "
-                f"{pixels.shape[0]} rows"
-            )
-        if bool(((grid_thw[:, 1:] % merge) != 0).any()):
-            raise ValueError(f"{grid_name} heights/widths must be multiples of spatial_merge_size={merge}")
-        return True
-
     def _encode(
         self,
         pixel_values: torch.Tensor | None,
@@ -538,10 +464,10 @@ class VambaModel(Qwen2VLModel):
         step across ranks."""
         kinds = {
             "image": (pixel_values, image_grid_thw)
-            if self._check_pixels(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
+            if check_pixels(self.visual, pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
             else None,
             "video": (pixel_values_videos, video_grid_thw)
-            if self._check_pixels(pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw")
+            if check_pixels(self.visual, pixel_values_videos, video_grid_thw, "pixel_values_videos", "video_grid_thw")
             else None,
         }
         present = [(k, v) for k, v in kinds.items() if v is not None]
@@ -660,140 +586,9 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         # Keep raw pixels and grids: the forward encodes them at prefill, where it also needs each item's grid.
         return model_kwargs
 
-    @torch.no_grad()
-    def encode_video(
-        self,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
-        video_token_keep: float | None = None,
-        chunk_frames: int | None = None,
-        stream_above_frames: int | None = 256,
-        context_parallel: SliceContext | None = None,
-    ) -> VambaCache:
-        """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
-
-        Returns a cache to `fork()` per question: `generate(input_ids=<prompt with its markers>,
-        past_key_values=cache.fork())` then runs only the text path (no vision tower, no mixer, no projection of
-        the video), exactly as the video's first question would after its prefill.
-
-        `chunk_frames` streams a single video through the network `chunk_frames` frames at a time (see
-        `encode_video_streaming`): peak activation memory then no longer grows with the number of frames. By
-        default a single video longer than `stream_above_frames` frames is streamed in 64-frame chunks (when
-        the mixer keeps a state: Mamba-2 or none); `stream_above_frames=None` turns that off.
-
-        `context_parallel` (from `vamba.parallel.ContextParallel.shard`): encode only this rank's slice of the
-        sample's video; the cache keeps this slice's keys/values and decoding merges the slices every step.
-        """
-        if context_parallel is not None:
-            return self._encode_slice(context_parallel)
-        tp = self.config.vision_config.temporal_patch_size
-        single = pixel_values is None and video_grid_thw is not None and len(video_grid_thw) == 1
-        stateful = self.config.text_config.mixer_type != "mamba1"
-        no_drop = video_token_keep is None or video_token_keep >= 1
-        long_video = single and stream_above_frames is not None and int(video_grid_thw[0, 0]) * tp > stream_above_frames
-        if chunk_frames is None and stateful and no_drop and long_video:
-            chunk_frames = 64
-        if chunk_frames is not None and single:
-            return self.encode_video_streaming(pixel_values_videos, video_grid_thw, chunk_frames, video_token_keep)
-        n_images = 0 if image_grid_thw is None else len(image_grid_thw)
-        n_videos = 0 if video_grid_thw is None else len(video_grid_thw)
-        if n_images + n_videos == 0:
-            raise ValueError("encode_video needs pixel_values_videos/video_grid_thw or pixel_values/image_grid_thw")
-        cfg = self.config
-        ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * (n_images + n_videos)
-        types = [1, 0] * n_images + [2, 0] * n_videos  # images first, as the items are passed
-        device = self.model.visual.get_device()
-        cache = VambaCache(config=cfg.get_text_config(decoder=True))
-        self.model(
-            input_ids=torch.tensor([ids], device=device),
-            mm_token_type_ids=torch.tensor([types], device=device),
-            pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw,
-            pixel_values_videos=pixel_values_videos,
-            video_grid_thw=video_grid_thw,
-            past_key_values=cache,
-            use_cache=True,
-            video_token_keep=video_token_keep,
-        )
-        return cache
-
-    def _encode_slice(self, ctx: SliceContext) -> VambaCache:
-        """`encode_video` for one slice of a video split over a group (every rank of the group calls it)."""
-        kinds = [1 if kind == "image" else 2 for kind, *_ in ctx.plan.items]
-        cfg = self.config
-        device = self.model.visual.get_device()
-        ids = [cfg.vision_start_token_id, cfg.vision_end_token_id] * len(kinds)
-        types = [k for kind in kinds for k in (kind, 0)]
-        cache = VambaCache(config=cfg.get_text_config(decoder=True))
-        self.model(input_ids=torch.tensor([ids], device=device), mm_token_type_ids=torch.tensor([types], device=device),
-                   past_key_values=cache, use_cache=True, context_parallel=ctx)
-        return cache
-
-    @torch.no_grad()
-    def encode_video_streaming(
-        self,
-        pixel_values_videos: torch.Tensor,
-        video_grid_thw: torch.Tensor,
-        chunk_frames: int,
-        video_token_keep: float | None = None,
-    ) -> VambaCache:
-        """Streaming prefill of one video, `chunk_frames` frames at a time (DESIGN.md section 2, two streams).
-
-        Video tokens meet only the mixers (recurrences) and the cross-attention keys/values (per token), so the
-        video can be pushed through in chunks: the vision tower on the chunk (it attends within each temporal
-        patch, so chunking along time is exact), then every layer appends its keys/values to the cache and
-        runs its mixer carrying the conv and SSM state into the next chunk. Equals `encode_video` up to float
-        rounding; only the key/value cache grows with the number of frames.
-        """
-        if video_token_keep is not None and video_token_keep < 1:
-            raise ValueError("video_token_keep with streaming is not supported; drop tokens or stream, not both")
-        lm = self.model.language_model
-        tcfg = lm.config
-        if tcfg.mixer_type == "mamba1":
-            raise ValueError("streaming prefill needs a stateful mixer: mixer_type mamba2 or none")
-        t, h, w = (int(x) for x in video_grid_thw[0])
-        tp = self.config.vision_config.temporal_patch_size
-        step = max(1, chunk_frames // tp)  # temporal patches per chunk
-        rows_per_t = h * w
-        merge = self.model.visual.spatial_merge_size
-        cache = VambaCache(config=self.config.get_text_config(decoder=True))
-        layers = lm.layers
-        states = [
-            layer.vision_mixer.mixer.allocate_state(1) if layer.vision_mixer is not None else None for layer in layers
-        ]
-        # Keys/values are written in place into buffers of the final size: concatenating per-chunk lists at the end
-        # would hold the whole cache twice, which at hour-long lengths is the peak.
-        total = t * (h // merge) * (w // merge)
-        kv_bufs: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(layers)
-        done = 0
-        dtype = lm.embed_tokens.weight.dtype
-        use_rope = tcfg.cross_attn_use_position_embeddings
-        for t0 in range(0, t, step):
-            t1 = min(t, t0 + step)
-            grid = torch.tensor([[t1 - t0, h, w]], device=video_grid_thw.device)
-            pixels = pixel_values_videos[t0 * rows_per_t : t1 * rows_per_t].type(self.model.visual.dtype)
-            v = self.model.visual(pixels, grid_thw=grid).pooler_output.to(dtype)[None]  # (1, m, d)
-            key_rope = None
-            if use_rope:
-                pos = grid_positions((t1 - t0, h // merge, w // merge), v.device)
-                pos[0] += t0
-                key_rope = lm.rotary_emb(v, pos[:, None, :])
-            n = v.shape[1]
-            for i, layer in enumerate(layers):
-                (k, val), v = layer.video_step(v, key_rope, state=states[i], update=i < len(layers) - 1)
-                if kv_bufs[i] is None:
-                    kv_bufs[i] = (
-                        k.new_empty(*k.shape[:2], total, k.shape[3]),
-                        val.new_empty(*val.shape[:2], total, val.shape[3]),
-                    )
-                kv_bufs[i][0][:, :, done : done + n] = k
-                kv_bufs[i][1][:, :, done : done + n] = val
-            done += n
-        cache.video_kv = {i: kv for i, kv in enumerate(kv_bufs)}
-        cache.video_visible = torch.ones(1, total, dtype=torch.bool, device=pixel_values_videos.device)
-        return cache
+    # One sample's visual items encoded once (streamed past `stream_above_frames`); see `vamba.modeling.encode`.
+    encode_video = encode_video
+    encode_video_streaming = encode_video_streaming
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)

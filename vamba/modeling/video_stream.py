@@ -175,3 +175,32 @@ def stream_items(
         if n != len(grids[kind]):
             raise ValueError(f"input_ids hold {n} {kind} marker(s) but {len(grids[kind])} {kind}(s) were given")
     return out
+
+
+def check_pixels(
+    visual, pixels: torch.Tensor | None, grid_thw: torch.Tensor | None, pixels_name: str, grid_name: str
+) -> bool:
+    """Validate one kind's pixels against its grid; False when that kind is absent."""
+    if pixels is None:
+        if grid_thw is not None and len(grid_thw):
+            raise ValueError(f"{grid_name} was given but {pixels_name} is missing")
+        return False
+    if grid_thw is None:
+        raise ValueError(f"{pixels_name} was given without {grid_name}")
+    if not torch.is_floating_point(pixels):
+        raise ValueError(f"{pixels_name} must be a floating-point tensor, got dtype {pixels.dtype}")
+    device = visual.get_device()
+    if pixels.device != device:
+        raise ValueError(f"{pixels_name} is on {pixels.device} but the model is on {device}")
+    if grid_thw.ndim != 2 or grid_thw.shape[-1] != 3:
+        raise ValueError(f"{grid_name} must have shape (items, 3), got {tuple(grid_thw.shape)}")
+    merge = visual.spatial_merge_size
+    patches = int(grid_thw.prod(-1).sum())
+    if patches != pixels.shape[0]:
+        raise ValueError(
+            f"{grid_name} describes {patches} patches ({grid_thw.tolist()}) but {pixels_name} has "
+            f"{pixels.shape[0]} rows"
+        )
+    if bool(((grid_thw[:, 1:] % merge) != 0).any()):
+        raise ValueError(f"{grid_name} heights/widths must be multiples of spatial_merge_size={merge}")
+    return True

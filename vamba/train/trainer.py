@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from transformers import Qwen2VLForConditionalGeneration, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..data.frames import as_spec
 from ..data.mixture import build_mixture
 from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
@@ -363,7 +364,7 @@ def _context_parallel(cfg: TrainConfig | Any, model: torch.nn.Module, args: Trai
     if size == 1:
         return None
     config = model.config
-    frames = [s.frames.num_frames for s in cfg.data.sources if s.frames.num_frames is not None]
+    frames = [n for s in cfg.data.sources if (n := as_spec(s.frames).fixed_count()) is not None]
     check_context_parallel(size, world_size(), getattr(config.get_text_config(), "mixer_type", "none"), frames,
                            config.vision_config.temporal_patch_size)
     if cfg.train.per_device_batch_size != 1:

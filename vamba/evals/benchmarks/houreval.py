@@ -82,10 +82,11 @@ def _seconds(value: Any) -> float | None:
 
 def video_seconds(path: Path) -> float | None:
     """The length of a video file in seconds (the rule's fallback), or None when it cannot be read."""
+    from vamba.data.frames import FrameSpec
     from vamba.data.video import VideoReadError, load_video
 
     try:  # one frame decoded: the length comes from the container's metadata
-        return float(load_video(path, sampler=lambda total, fps: [0], resize=False).duration)
+        return float(load_video(path, FrameSpec(sampler=lambda total, fps: [0]), resize=False).duration)
     except (VideoReadError, ValueError, OSError) as e:
         logger.warning("%s: cannot read the video's length (%s)", path, e)
         return None

@@ -20,11 +20,13 @@ priming, "A. .." lines and "Answer with the option's letter from the given choic
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vamba.data.frames import FrameSpec
 from vamba.evals.benchmark import (
     AnnotationError,
     Benchmark,
@@ -131,12 +133,9 @@ class MVBench(Benchmark):
             return lambda total, fps: notebook_indices(bound, fps, total, 1, frames) - 1
         return lambda total, fps: notebook_indices(bound, fps, total - 1, 0, frames)
 
-    def video_kwargs(self, q: Question, settings: Settings) -> dict[str, Any]:
-        kwargs = super().video_kwargs(q, settings)
-        if q.extra.get("frames_fps"):
-            kwargs["folder_fps"] = q.extra["frames_fps"]
-            kwargs.pop("pre_resize", None)
-        return kwargs
+    def frame_spec(self, q: Question, settings: Settings) -> FrameSpec:
+        spec = super().frame_spec(q, settings)
+        return replace(spec, longest_edge=None) if q.extra.get("frames_fps") else spec  # frame folders: no pre-resize
 
     def official_prompt(self, q: Question) -> str:
         return SYSTEM + paren_options_prompt(q)
