@@ -25,7 +25,8 @@ class ModelConfig:
     flavor: when `path` is null, build this size of `vamba.modeling.flavors` in code (tiny, quickstart, small, 7b),
         with random weights (CPU runs); `flavor_overrides` changes its text-config fields (`vision: {...}` its
         vision-config fields), e.g. `+model.flavor_overrides.num_hidden_layers=4`.
-    vamba: Vamba config fields overriding the checkpoint's (mixer_type, cross_attn_init, use_alpha_balancing, ...).
+    vamba: Vamba config fields overriding the checkpoint's or flavor's (mixer_type, cross_attn_init, ...); a
+        `mixer_config` here updates the saved or flavor's mixer key by key.
     processor: processor directory; null means `path`; "tiny" means the offline tiny processor.
     tokenizer_merges: with `processor: tiny`, BPE merges learned from the project's prompts (0 = bytes only). A
         flavor built in code with the tiny tokenizer's ids gets a vocabulary that fits the tokenizer unless

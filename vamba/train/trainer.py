@@ -98,7 +98,10 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
     if cfg.from_qwen2vl:
         return from_qwen2vl(cfg.path, **overrides).to(dtype)
     if overrides:  # rebuilt, not patched, so the Vamba fields are validated and normalised again
-        kwargs["config"] = VambaConfig.from_qwen2vl_config(VambaConfig.from_pretrained(cfg.path), **overrides)
+        saved = VambaConfig.from_pretrained(cfg.path)
+        if isinstance(overrides.get("mixer_config"), dict):  # key by key onto the saved mixer, as onto a flavor's
+            overrides["mixer_config"] = {**(saved.text_config.mixer_config or {}), **overrides["mixer_config"]}
+        kwargs["config"] = VambaConfig.from_qwen2vl_config(saved, **overrides)
     return VambaForConditionalGeneration.from_pretrained(cfg.path, **kwargs)
 
 
