@@ -2,7 +2,7 @@
 """Measure per-rank peak memory of one training step under context parallel, W = 1, 2, 4 (CPU, gloo, torchrun).
 
 One sample of the `small` profile (the 7B visual geometry at width 512), gradient checkpointing on; each rank
-measures its peak RSS increase over one forward + backward (`vamba.efficiency.bench.peak_memory`). The video part
+measures its peak RSS increase over one forward + backward (`vamba.efficiency.measure.peak_memory`). The video part
 should shrink about as 1/W while the replicated text part and the weights stay.
 
     python scripts/bench_context_parallel.py --frames 64        # prints a table; JSON in outputs/bench
@@ -22,15 +22,14 @@ import torch
 import torch.distributed as dist
 
 from vamba import VambaForConditionalGeneration
-from vamba.efficiency.bench import build_inputs, peak_memory
-from vamba.efficiency.configs import get_profile_config
-from vamba.efficiency.memory import GB, profile_geometry
+from vamba.efficiency.measure import build_inputs, peak_memory
+from vamba.efficiency.memory import GB, get_profile, profile_geometry
 from vamba.parallel import ContextParallel
 
 
 def worker(profile_name: str, frames: int, out: str) -> None:
     dist.init_process_group("gloo")
-    profile = get_profile_config(profile_name)
+    profile = get_profile(profile_name)
     torch.manual_seed(0)
     model = VambaForConditionalGeneration(profile.vamba).train()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -76,7 +75,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [launch(args.profile, args.frames, int(w), out / f"cp_memory_{w}.json") for w in args.sizes.split(",")]
-    tokens = profile_geometry(get_profile_config(args.profile), args.frames).tokens
+    tokens = profile_geometry(get_profile(args.profile), args.frames).tokens
     print(f"{args.profile}, {args.frames} frames of 640x360 = {tokens:,} visual tokens, one training step per rank\n")
     print("| W | local visual tokens | peak per rank (GB, max over ranks) | vs W=1 |\n|---|---|---|---|")
     base = None

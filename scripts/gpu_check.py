@@ -62,6 +62,9 @@ JOBS = {  # (system, frames, train) in the order they run: the comparisons first
     + [(s, f, False) for s in ("qwen2vl", "qwen2vl_stock") for f in (2, 4)] + [("qwen2vl", f, True) for f in (2, 4)],
 }
 STREAM_CHUNK = {"7b": 32, "tiny": 4}
+# The paper's training figure (A800 80GB, 7B, 640x360; DESIGN.md section 5): frames -> (Qwen2-VL, Vamba).
+PAPER_TRAIN_MEMORY_GB = {16: (50.3, 44.4), 64: (67.0, 46.5), 128: (75.2, 52.8), 256: (None, 65.8), 512: (None, 76.5)}
+PAPER_TRAIN_STEP_S = {16: (2.0, 2.01), 64: (5.58, 3.10), 128: (11.83, 5.02), 256: (None, 9.43), 512: (None, 16.1)}
 LABEL = {"vamba": "Vamba", "vamba_stream": "Vamba streaming", "qwen2vl": "Qwen2-VL logits_to_keep=1",
          "qwen2vl_stock": "Qwen2-VL stock (all logits)"}
 
@@ -187,10 +190,10 @@ def _worst(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[
 
 
 def _parity_mixer(profile_name: str, device: str):
-    from vamba.efficiency.configs import VAMBA_7B_MIXER
+    from vamba.modeling.flavors import get_flavor
     from vamba.modeling.mamba2 import Mamba2Mixer
 
-    spec = dict(PARITY["tiny"]["mixer"]) if profile_name == "tiny" else {"d_model": 3584, **VAMBA_7B_MIXER}
+    spec = dict(PARITY["tiny"]["mixer"]) if profile_name == "tiny" else {"d_model": 3584, **get_flavor("7b").mixer}
     torch.manual_seed(0)
     mixer = Mamba2Mixer(spec.pop("d_model"), **spec, device=device, dtype=torch.float32)
     with torch.no_grad():  # constant-initialised parameters off their defaults, so a path ignoring one would show
@@ -316,7 +319,7 @@ def _bytes(tensors) -> int:
 
 def _measure(model, profile, system: str, frames: int, train: bool, device: str) -> tuple[float, float]:
     """One prefill (or training step): (seconds, peak GB of weights + inputs + activations)."""
-    from vamba.efficiency.bench import build_inputs, peak_memory, run_prefill, run_train_step
+    from vamba.efficiency.measure import build_inputs, measure_step
     from vamba.efficiency.memory import profile_geometry
 
     model.zero_grad(set_to_none=True)  # also after a step that ran out of memory
@@ -325,21 +328,14 @@ def _measure(model, profile, system: str, frames: int, train: bool, device: str)
     model.train(train)
     _free(device)
     base = torch.cuda.memory_allocated() if device == "cuda" else _bytes(model.parameters()) + _bytes(inputs.values())
-    with peak_memory(device) as mem:
-        start = time.perf_counter()
-        out = run_train_step(model, system, inputs) if train else run_prefill(model, system, inputs,
-                                                                              STREAM_CHUNK[profile.name])
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    del out, inputs
-    model.zero_grad(set_to_none=True)
+    res = measure_step(model, system, inputs, train, device, STREAM_CHUNK[profile.name])
+    del inputs
     model.eval()
-    return seconds, (base + mem["peak_bytes"]) / 1e9
+    return res["seconds"], (base + res["peak_bytes"]) / 1e9
 
 
 def _paper(profile_name: str, system: str, frames: int, train: bool) -> tuple[str, float | None, float | None]:
-    from vamba.efficiency.bench import PAPER_PREFILL_MEMORY_GB, PAPER_TRAIN_MEMORY_GB, PAPER_TRAIN_STEP_S
+    from vamba.efficiency.bench import PAPER_PREFILL_MEMORY_GB
 
     if profile_name != "7b":
         return "-", None, None
@@ -456,10 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"gpu_check: transformers {installed} found, Vamba needs {TRANSFORMERS_MINOR}.x; on a machine without "
              "network: scripts/gpu_wheels.sh (with network), then scripts/gpu_check.sh --wheels .whl")
         return 2
-    from vamba.efficiency.configs import get_profile_config
+    from vamba.efficiency.memory import get_profile
     from vamba.modeling.mamba_fused import load_kernels
 
-    profile = get_profile_config("tiny" if args.tiny else "7b")
+    profile = get_profile("tiny" if args.tiny else "7b")
     env = _environment(device, args.autotune)
     env["fused_kernels_import"] = load_kernels() is not None
     if env["fused_kernels_import"] and device == "cuda" and not args.autotune:

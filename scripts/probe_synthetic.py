@@ -30,9 +30,9 @@ from vamba.data.packing import collate_padded
 from vamba.data.processor import VambaProcessor
 from vamba.data.synthetic import SyntheticConfig, generate
 from vamba.data.video import load_video
-from vamba.efficiency.configs import QUICKSTART_TEXT, QUICKSTART_VISION
 from vamba.evals.benchmarks.synthetic import BENCHMARK
-from vamba.modeling.tiny import PAD, tiny_qwen2vl_config, tiny_vocab_size
+from vamba.modeling.flavors import qwen2vl_config
+from vamba.modeling.tiny import PAD, tiny_vocab_size
 
 
 def main() -> None:
@@ -83,9 +83,8 @@ def main() -> None:
     print(f"{len(train)} train samples ({train[0]['input_ids'].shape[1]} tokens each), {len(evals)} eval questions")
 
     letters = [proc.tokenizer.convert_tokens_to_ids(c) for c in "ABCD"]
-    text = {k: v for k, v in QUICKSTART_TEXT.items() if k != "vocab_size"}
-    model = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(
-        vocab_size=tiny_vocab_size(len(proc.tokenizer)), **text, vision=dict(QUICKSTART_VISION)))
+    model = Qwen2VLForConditionalGeneration(qwen2vl_config("quickstart",
+                                                           vocab_size=tiny_vocab_size(len(proc.tokenizer))))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / a.steps))
 

@@ -64,7 +64,7 @@ def test_training_run_with_w2_gives_the_w1_losses(synthetic_data, tmp_path):
     qwen = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(vision={"patch_size": 14}))
     from_qwen2vl(qwen, mixer_config={"d_state": 16, "headdim": 16, "chunk_size": 4}).save_pretrained(init)
     VambaProcessor.tiny(patch_size=14).save_pretrained(init)
-    common = [f"model.path={init}", "model.tiny=null", "model.processor=null", "train.max_steps=4", "save_steps=100",
+    common = [f"model.path={init}", "model.flavor=null", "model.processor=null", "train.max_steps=4", "save_steps=100",
               "train.learning_rate=3e-3", "data.sources.1.weight=0", "train.gradient_checkpointing=true"]
     one, two = tmp_path / "w1", tmp_path / "w2"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
@@ -154,10 +154,10 @@ def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
 
 def test_7b_account_divides_the_video_part_by_w(tmp_path, capsys):
     from vamba.cli import main
-    from vamba.efficiency.configs import get_profile_config
     from vamba.efficiency.context_parallel import max_frames, train_account
+    from vamba.efficiency.memory import get_profile
 
-    p = get_profile_config("7b")
+    p = get_profile("7b")
     one, eight = train_account(p, 1024, 1), train_account(p, 1024, 8)
     assert one.states_gb == eight.states_gb and one.comm_gb == 0 < eight.comm_gb
     assert eight.local_tokens == -(-one.local_tokens // 8)

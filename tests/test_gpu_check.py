@@ -70,9 +70,9 @@ def test_keeps_going_after_out_of_memory_and_errors(tmp_path: Path) -> None:
     """An out-of-memory ends that kind of job (larger frame counts are reported, not run), an error is reported,
     the other kinds still run, each row is in the JSON as soon as it is done, and a passed deadline skips the rest."""
     gpu_check = _load_gpu_check()
-    from vamba.efficiency.configs import get_profile_config
+    from vamba.efficiency.memory import get_profile
 
-    profile = get_profile_config("tiny")
+    profile = get_profile("tiny")
     calls = []
 
     def measure(model, profile, system, frames, train, device):
@@ -107,11 +107,11 @@ def test_refuses_without_cuda_unless_tiny() -> None:
 def test_fused_switch_reaches_our_mixers_only():
     """Turning the fused path on must not switch on transformers' own `use_kernels` (the hub `kernels` package,
     absent on GPU machines: on the first real GPU run every model row failed with 'Kernels are not available')."""
-    from vamba.efficiency.configs import get_profile_config
+    from vamba.efficiency.memory import get_profile
     from vamba.modeling.mamba2 import Mamba2Mixer
 
     gpu_check = _load_gpu_check()
-    model = gpu_check._build(get_profile_config("tiny"), "vamba", "cpu", fused=True)
+    model = gpu_check._build(get_profile("tiny"), "vamba", "cpu", fused=True)
     mixers = [m for m in model.modules() if isinstance(m, Mamba2Mixer)]
     assert mixers and all(m.use_kernels for m in mixers)
     assert not model.use_kernels and not model.model.language_model.use_kernels

@@ -67,7 +67,7 @@ def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_check
                 synthetic_data,
                 out,
                 f"model.path={init_checkpoint}",
-                "model.tiny=null",
+                "model.flavor=null",
                 "model.processor=null",
                 "deepspeed=zero3",
                 "train.max_steps=16",
@@ -94,7 +94,7 @@ def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_check
 def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init_checkpoint, tmp_path):
     common = [
         f"model.path={init_checkpoint}",
-        "model.tiny=null",
+        "model.flavor=null",
         "model.processor=null",
         "deepspeed=zero3",
         "train.max_steps=6",

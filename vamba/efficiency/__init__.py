@@ -1,4 +1,4 @@
-"""Efficiency tools: FLOP counting (and, later, memory accounting and the profiler behind `vamba bench`)."""
+"""Efficiency tools: FLOP counting, the memory accounts, measured prefill/training steps and `vamba bench`."""
 
 from .flops import count_flops, flop_counter
 

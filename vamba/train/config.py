@@ -22,17 +22,22 @@ class ModelConfig:
     kind: `vamba`, or `qwen2_vl` to train the baseline (the CPU quickstart trains a tiny one as its base).
     path: a checkpoint directory — a Vamba checkpoint, or a Qwen2-VL one when `from_qwen2vl` is true (converted at
         load, cross-attention copied from self-attention with gathered ZeRO-3 parameters).
-    tiny: when `path` is null, build a tiny model in code with these `tiny_qwen2vl_config` arguments (CPU runs).
-    vamba: Vamba config fields overriding the checkpoint's (mixer_type, cross_attn_init, use_alpha_balancing, ...).
+    flavor: when `path` is null, build this size of `vamba.modeling.flavors` in code (tiny, quickstart, small, 7b),
+        with random weights (CPU runs); `flavor_overrides` changes its text-config fields (`vision: {...}` its
+        vision-config fields), e.g. `+model.flavor_overrides.num_hidden_layers=4`.
+    vamba: Vamba config fields overriding the checkpoint's or flavor's (mixer_type, cross_attn_init, ...); a
+        `mixer_config` here updates the saved or flavor's mixer key by key.
     processor: processor directory; null means `path`; "tiny" means the offline tiny processor.
     tokenizer_merges: with `processor: tiny`, BPE merges learned from the project's prompts (0 = bytes only). A
-        tiny model built in code gets a vocabulary that fits the tokenizer unless `tiny.vocab_size` is given.
+        flavor built in code with the tiny tokenizer's ids gets a vocabulary that fits the tokenizer unless
+        `flavor_overrides.vocab_size` is given.
     """
 
     kind: str = "vamba"
     path: str | None = None
     from_qwen2vl: bool = False
-    tiny: dict[str, Any] | None = None
+    flavor: str | None = None
+    flavor_overrides: dict[str, Any] = field(default_factory=dict)
     vamba: dict[str, Any] = field(default_factory=dict)
     processor: str | None = None
     tokenizer_merges: int = 0

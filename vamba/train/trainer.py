@@ -30,7 +30,8 @@ from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
 from ..modeling import VambaConfig, VambaForConditionalGeneration
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
-from ..modeling.tiny import tiny_qwen2vl_config, tiny_vocab_size
+from ..modeling.flavors import TINY_IDS, get_flavor, qwen2vl_config, vamba_config
+from ..modeling.tiny import tiny_vocab_size
 from ..modeling.zero import gathered
 from ..parallel import ContextParallel, check_context_parallel, share_batches
 from .config import ModelConfig, TrainConfig
@@ -54,11 +55,16 @@ def use_cpu(cfg: TrainConfig) -> bool:
 
 
 # -- building ----------
+def _flavor_sizes(cfg: ModelConfig) -> dict[str, Any]:
+    return dict(OmegaConf.to_container(cfg.flavor_overrides) if OmegaConf.is_config(cfg.flavor_overrides)
+                else cfg.flavor_overrides)
+
+
 def build_processor(cfg: ModelConfig) -> VambaProcessor:
     layout = "qwen2_vl" if cfg.kind == "qwen2_vl" else "vamba"
     source = cfg.processor or cfg.path
     if source is None or source == "tiny":
-        patch = (cfg.tiny or {}).get("vision", {}).get("patch_size", 14)
+        patch = qwen2vl_config(cfg.flavor, **_flavor_sizes(cfg)).vision_config.patch_size if cfg.flavor else 14
         return VambaProcessor.tiny(patch_size=patch, layout=layout, merges=cfg.tokenizer_merges)
     return VambaProcessor.from_pretrained(source, layout=layout)
 
@@ -66,25 +72,23 @@ def build_processor(cfg: ModelConfig) -> VambaProcessor:
 def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = None) -> torch.nn.Module:
     """Build or load the model; call after `TrainingArguments` exists so ZeRO-3 partitions it at construction.
 
-    ``vocab_size`` (the processor's tokenizer length) sizes a tiny model built in code, rounded up to a multiple
-    of 8, unless ``cfg.tiny`` sets it.
+    With `path` null the model is `cfg.flavor` built in code; ``vocab_size`` (the processor's tokenizer length)
+    then sizes a flavor with the tiny tokenizer's ids, rounded up to a multiple of 8, unless the overrides set it.
     """
     if cfg.kind not in ("vamba", "qwen2_vl"):
         raise ValueError(f"model.kind must be 'vamba' or 'qwen2_vl', got {cfg.kind!r}")
     overrides = OmegaConf.to_container(cfg.vamba) if OmegaConf.is_config(cfg.vamba) else dict(cfg.vamba)
     if cfg.path is None:
-        if cfg.tiny is None:
-            raise ValueError("model.path is null and model.tiny is not set: nothing to build")
-        tiny = dict(OmegaConf.to_container(cfg.tiny) if OmegaConf.is_config(cfg.tiny) else cfg.tiny)
-        if vocab_size is not None and "vocab_size" not in tiny:
-            tiny["vocab_size"] = tiny_vocab_size(vocab_size)
-        base = tiny_qwen2vl_config(**tiny)
+        if cfg.flavor is None:
+            raise ValueError("model.path and model.flavor are both null: nothing to build")
+        sizes = _flavor_sizes(cfg)
+        if vocab_size is not None and "vocab_size" not in sizes and get_flavor(cfg.flavor).ids == TINY_IDS:
+            sizes["vocab_size"] = tiny_vocab_size(vocab_size)
+        base = qwen2vl_config(cfg.flavor, **sizes)
         base._attn_implementation = cfg.attn_implementation
         if cfg.kind == "qwen2_vl":
             return Qwen2VLForConditionalGeneration._from_config(base, dtype=dtype)
-        model = VambaForConditionalGeneration._from_config(
-            VambaConfig.from_qwen2vl_config(base, **overrides), dtype=dtype
-        )
+        model = VambaForConditionalGeneration._from_config(vamba_config(cfg.flavor, base, **overrides), dtype=dtype)
         if model.config.text_config.cross_attn_init == "self_attn":
             copy_self_attention_to_cross_attention(model)
         return model
@@ -94,7 +98,10 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
     if cfg.from_qwen2vl:
         return from_qwen2vl(cfg.path, **overrides).to(dtype)
     if overrides:  # rebuilt, not patched, so the Vamba fields are validated and normalised again
-        kwargs["config"] = VambaConfig.from_qwen2vl_config(VambaConfig.from_pretrained(cfg.path), **overrides)
+        saved = VambaConfig.from_pretrained(cfg.path)
+        if isinstance(overrides.get("mixer_config"), dict):  # key by key onto the saved mixer, as onto a flavor's
+            overrides["mixer_config"] = {**(saved.text_config.mixer_config or {}), **overrides["mixer_config"]}
+        kwargs["config"] = VambaConfig.from_qwen2vl_config(saved, **overrides)
     return VambaForConditionalGeneration.from_pretrained(cfg.path, **kwargs)
 
 
