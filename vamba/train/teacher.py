@@ -35,10 +35,12 @@ def write_teacher_logits(cfg: Any, args: argparse.Namespace) -> int:
 
     from ..data.mixture import build_mixture
     from ..data.processor import VambaProcessor
+    from ..modeling.compat import LOAD_DEFAULTS
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    teacher = Qwen2VLForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype).to(device).eval()
+    teacher = Qwen2VLForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype, **LOAD_DEFAULTS)
+    teacher = teacher.to(device).eval()
     source = args.processor or args.teacher
     if source == "tiny":
         processor = VambaProcessor.tiny(patch_size=teacher.config.vision_config.patch_size, layout="qwen2_vl")

@@ -29,6 +29,7 @@ from ..data.mixture import build_mixture
 from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
 from ..modeling import VambaConfig, VambaForConditionalGeneration
+from ..modeling.compat import LOAD_DEFAULTS
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
 from ..modeling.flavors import TINY_IDS, get_flavor, qwen2vl_config, vamba_config
 from ..modeling.tiny import tiny_vocab_size
@@ -92,7 +93,7 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
         if model.config.text_config.cross_attn_init == "self_attn":
             copy_self_attention_to_cross_attention(model)
         return model
-    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation)
+    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation, **LOAD_DEFAULTS)
     if cfg.kind == "qwen2_vl":
         return Qwen2VLForConditionalGeneration.from_pretrained(cfg.path, **kwargs)
     if cfg.from_qwen2vl:
