@@ -1,21 +1,22 @@
-"""The two evaluation protocols against `../shared/benchmarks/PROTOCOLS.md`, the outside oracle.
+"""The two evaluation protocols against the official and release sources that docs/protocols.md cites.
 
-Prompts are compared byte for byte with PROTOCOLS.md's literal templates (transcribed below with their placeholders
-filled), for 4- and 5-option questions; the settings with its per-benchmark table; frame indices and the pre-resize
-with its literal rules; subtitles with its selection rule on a real `.srt` written here. The real annotation files
-(the reconstructed Video-MME set, the LongVideoBench records) are read in place from `../shared/benchmarks`; nothing
-of them is copied here: expectations about them are computed from the files.
+Prompts are compared byte for byte with the sources' literal templates (transcribed below with their placeholders
+filled), for 4- and 5-option questions; the settings with the per-benchmark table; frame indices and the pre-resize
+with their literal rules; subtitles with the selection rule on a real `.srt` written here. Real annotation records:
+the LongVideoBench sample in `tests/fixtures/longvideobench` (CC BY-NC-SA 4.0); the reconstructed Video-MME set,
+which may not be redistributed, read in place from the shared folder (`conftest.SHARED`; skipped without it).
+Expectations about them are computed from the files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, SHARED
 
 from vamba.data.frames import FrameSpec, edge_resize_size, linspace_indices, sample_indices, target_size
 from vamba.evals.benchmark import Question
@@ -26,8 +27,8 @@ from vamba.evals.benchmarks.videomme import extractor_indices
 from vamba.evals.protocol import Settings, resolve
 from vamba.evals.subtitles import SubtitleError, longvideobench_lines, videomme_lines
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))
+VIDEOMME = SHARED / "benchmarks" / "videomme" / "videomme_reconstructed.json"
+LVB_SAMPLE = FIXTURES / "longvideobench" / "lvb_val_sample.json"
 
 HEAD = "Select the best answer to the following multiple-choice question based on the video."
 RESPOND4 = "Respond with only the letter (A, B, C, or D) of the correct option."
@@ -38,13 +39,6 @@ MLVU_SYSTEM = ("Carefully watch this video and pay attention to every detail. Ba
 MVB_SYSTEM = ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
               "movement of objects, and the action and pose of persons. Based on your observations, select the best "
               "option that accurately addresses the question.")
-
-
-def real(*parts: str) -> Path:
-    path = BENCH_DIR.joinpath(*parts)
-    if not path.exists():  # a missing file is a broken setup, not a reason to skip
-        pytest.fail(f"real benchmark file {path} not found (set VAMBA_BENCHMARKS_DIR)")
-    return path
 
 
 def q_(options: list[str], question: str = "What does the man hold?", **kw) -> Question:
@@ -116,13 +110,14 @@ def test_lvbench_and_hourvideo_prompts() -> None:
 
 
 def _videomme_records() -> list[dict]:
-    return json.loads(real("videomme", "videomme_reconstructed.json").read_text(encoding="utf-8"))
+    return json.loads(VIDEOMME.read_text(encoding="utf-8"))
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
     rows = _videomme_records()
     bench = get_benchmark("videomme")
-    qs = bench.load(tmp_path, real("videomme", "videomme_reconstructed.json"))
+    qs = bench.load(tmp_path, VIDEOMME)
     assert len(qs) == len(rows) == 2700 and not [q for q in qs if q.error]
     assert len({q.video for q in qs}) == 900
     per_duration = {}
@@ -142,7 +137,7 @@ def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
 
 
 def test_longvideobench_real_records(tmp_path: Path) -> None:
-    path = real("longvideobench", "lvb_val_sample.json")
+    path = LVB_SAMPLE
     rows = json.loads(path.read_text(encoding="utf-8"))
     bench = get_benchmark("longvideobench")
     qs = bench.load(tmp_path, path)

@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..modeling.errors import UsageError
+
 FORMATS = ("llava", "caption", "webdataset")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UsageError):
     """An annotation file that cannot be read as its declared format (message names file and line)."""
 
 

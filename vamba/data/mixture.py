@@ -25,6 +25,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from ..modeling.errors import UsageError
 from .annotations import FORMATS, read_annotations
 from .dataset import SampleBuilder, VambaDataset
 from .frames import FrameSpec, as_spec
@@ -63,7 +64,7 @@ ConfigStore.instance().store(group="data", name="data_schema", node=MixtureConfi
 
 def _select(records: list[dict[str, Any]], src: SourceConfig, seed: int) -> list[dict[str, Any]]:
     if src.weight < 0:
-        raise ValueError(f"data source {src.name!r}: weight must be >= 0, got {src.weight}")
+        raise UsageError(f"data source {src.name!r}: weight must be >= 0, got {src.weight}")
     rng = random.Random(f"{seed}:{src.name}")
     whole, frac = divmod(src.weight, 1.0)
     picked = records * int(whole) + rng.sample(records, round(frac * len(records)))
@@ -79,12 +80,12 @@ def build_mixture(
     `cfg` may be a `MixtureConfig` or an OmegaConf node with that schema.
     """
     if not cfg.sources:
-        raise ValueError(f"data mixture {cfg.name!r} has no sources")
+        raise UsageError(f"data mixture {cfg.name!r} has no sources")
     builders: dict[str, SampleBuilder] = {}
     records: list[dict[str, Any]] = []
     for src in cfg.sources:
         if src.format not in FORMATS:
-            raise ValueError(f"data source {src.name!r}: format must be one of {FORMATS}, got {src.format!r}")
+            raise UsageError(f"data source {src.name!r}: format must be one of {FORMATS}, got {src.format!r}")
         builders[src.name] = SampleBuilder(processor, src.format, src.root, as_spec(src.frames), cfg.max_text_tokens)
         for rec in _select(read_annotations(src.format, src.annotation), src, cfg.seed):
             records.append({**rec, "_source": src.name})

@@ -11,13 +11,13 @@ whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data.processor import VambaProcessor, patchify
 from ..modeling.compat import CACHE, LOAD_DEFAULTS
+from ..modeling.errors import UsageError, check_checkpoint
 
 
 @dataclass
@@ -36,13 +36,12 @@ def load_model(cfg: EvalModelConfig, device: torch.device):
     from ..modeling import VambaForConditionalGeneration
 
     if cfg.type not in ("vamba", "qwen2_vl"):
-        raise ValueError(f"model.type must be 'vamba' or 'qwen2_vl', got {cfg.type!r}")
+        raise UsageError(f"model.type must be 'vamba' or 'qwen2_vl', got {cfg.type!r}")
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, cfg.dtype)
-    if not (Path(cfg.path) / "config.json").is_file():
-        raise FileNotFoundError(f"model.path={cfg.path}: no config.json there (a local checkpoint directory is needed)")
+    check_checkpoint(cfg.path, "model.path", hub_ids=False)
     cls = VambaForConditionalGeneration if cfg.type == "vamba" else Qwen2VLForConditionalGeneration
     model = cls.from_pretrained(cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation, **LOAD_DEFAULTS)
     model = model.to(device).eval()

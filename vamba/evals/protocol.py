@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
+from ..modeling.errors import UsageError
+
 
 class Protocol(str, Enum):
     """`vamba eval protocol=...`: validated once, by the config schema."""
@@ -39,7 +41,7 @@ def check_protocol(protocol: str | Protocol) -> str:
     """The protocol's name; ValueError naming the valid ones otherwise."""
     value = protocol.value if isinstance(protocol, Protocol) else protocol
     if value not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     return value
 
 
@@ -70,7 +72,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown frame sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
+            raise UsageError(f"unknown frame sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `generate` (sampling options only when sampling, so greedy stays plain)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
@@ -40,6 +41,7 @@ from .compat import CACHE, LOAD_DEFAULTS, BaseOutput, accept_cache
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
 from .encode import encode_video, encode_video_streaming
+from .errors import UsageError
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
 from .video_slice import SliceContext, slice_mixer_forward, slice_stream
 from .video_stream import (
@@ -202,12 +204,9 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         return kv, video_states
 
 
-_NEW_LAYER_TAGS = ("cross_attn.", "vision_mixer.", ".alpha")
-
-
 def _is_new_layer(name: str) -> bool:
     """Whether a parameter belongs to a layer Vamba adds to Qwen2-VL (absent from a Qwen2-VL checkpoint)."""
-    return any(tag in name for tag in _NEW_LAYER_TAGS)
+    return any(tag in name for tag in ("cross_attn.", "vision_mixer.", ".alpha"))
 
 
 def _mixer_params_loaded(mixer: nn.Module) -> bool:
@@ -569,16 +568,18 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         `new_layers=True` (used by `from_qwen2vl`) allows exactly the layers Vamba adds to be missing.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **{**LOAD_DEFAULTS, **kwargs})
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **{**LOAD_DEFAULTS, **kwargs})
+        except SafetensorError as e:  # a truncated or corrupt weights file: name the checkpoint
+            raise UsageError(f"{where}: cannot read the checkpoint's weights ({e})") from e
         missing = sorted(k for k in info["missing_keys"] if not (new_layers and _is_new_layer(k)))
-        problems = {"missing": missing, "unexpected": sorted(info["unexpected_keys"]),
-                    "mismatched": sorted(str(m) for m in info["mismatched_keys"])}
-        problems = {k: v for k, v in problems.items() if v}
+        problems = {k: v for k, v in (("missing", missing), ("unexpected", sorted(info["unexpected_keys"])),
+                                      ("mismatched", sorted(str(m) for m in info["mismatched_keys"]))) if v}
         if problems:
-            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
             detail = "; ".join(f"{k} ({len(v)}): {v[:6]}" for k, v in problems.items())
             hint = " (a stock Qwen2-VL checkpoint? convert it first: `vamba convert`)" if missing else ""
-            raise ValueError(f"{where}: weights do not match the model{hint}: {detail}")
+            raise UsageError(f"{where}: weights do not match the model{hint}: {detail}")
         return (model, info) if want_info else model
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):

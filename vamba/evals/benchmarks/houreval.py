@@ -47,6 +47,8 @@ from vamba.evals.benchmarks.videomme import BENCHMARK as VIDEOMME
 from vamba.evals.protocol import Settings, check_protocol
 from vamba.evals.scoring import Tally, latest_by_qid
 
+from ...modeling.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 #: The release's MLVU tasks (PROTOCOLS.md §8): needle, count, order, anomaly recognition.
@@ -114,7 +116,7 @@ class HourEval(Benchmark):
 
     def protocol_settings(self, protocol: str) -> Settings:
         if check_protocol(protocol) == "official":
-            raise ValueError("HourEval's official protocol reads each member with that member's own settings "
+            raise UsageError("HourEval's official protocol reads each member with that member's own settings "
                              "(HourEval.parts()[member].protocol_settings('official'))")
         return self.settings["release"]
 
@@ -126,7 +128,7 @@ class HourEval(Benchmark):
 
     # --- loading -------------------------------------------------------------------------------------------
     def load(self, data_dir: Path, annotation: Path | None = None) -> list[Question]:
-        raise ValueError("HourEval reads one data folder per member: load_members({member: folder}); on the command "
+        raise UsageError("HourEval reads one data folder per member: load_members({member: folder}); on the command "
                          "line data_dirs.videomme=... data_dirs.mlvu=... data_dirs.longvideobench=...")
 
     def load_members(self, data_dirs: dict[str, Path],
@@ -137,7 +139,7 @@ class HourEval(Benchmark):
         annotations = annotations or {}
         unknown = sorted(set(data_dirs) - set(self.members)) + sorted(set(annotations) - set(data_dirs))
         if unknown:
-            raise ValueError(f"HourEval: no data folder for {', '.join(unknown)} (members: "
+            raise UsageError(f"HourEval: no data folder for {', '.join(unknown)} (members: "
                              f"{', '.join(self.members)})")
         questions: list[Question] = []
         blocks: dict[str, dict[str, Any]] = {}

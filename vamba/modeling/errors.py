@@ -1,0 +1,34 @@
+"""`UsageError`: the user's input is wrong (an option value, a path, a file's content), not the code.
+
+The command line (`vamba.cli.run`) prints it as one line naming what is wrong and what is expected, with exit code
+2, where any other exception is a bug and keeps its traceback. In the lowest layer so that every part may raise it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad option value, path or input file; the message names it and what is expected (a ValueError, so code
+    that catches ValueError keeps working)."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are `UsageError`s (one line on the command line, not the usage)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def check_checkpoint(path: str | Path, option: str, hub_ids: bool = True) -> None:
+    """Raise `UsageError` unless `path` is a folder holding config.json or (`hub_ids`) may be a Hugging Face model id
+    (`org/name`, resolved by transformers); `option` names the setting in the message."""
+    text, folder = str(path), Path(path).expanduser()
+    if (folder / "config.json").is_file() or (hub_ids and not folder.exists() and text.count("/") == 1
+                                              and not text.startswith(("/", ".", "~"))):
+        return
+    hub = ", or a Hugging Face model id" if hub_ids else ""
+    raise UsageError(f"{option}={text}: {'no config.json in that folder' if folder.is_dir() else 'no such folder'} "
+                     f"(expected a checkpoint folder with config.json{hub})")
