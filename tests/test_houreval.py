@@ -29,7 +29,7 @@ HEAD = "Select the best answer to the following multiple-choice question based o
 RESPOND4 = "Respond with only the letter (A, B, C, or D) of the correct option."
 MLVU_SYSTEM = ("Carefully watch this video and pay attention to every detail. Based on your observations, select the "
                "best option that accurately addresses the question.")
-#: MLVU's seven multiple-choice files and their official video folders (FORMATS.md); HourEval reads four.
+#: MLVU's seven multiple-choice files and their official video folders (docs/protocols.md); HourEval reads four.
 MLVU_FILES = {"1_plotQA": "plotQA", "2_needle": "needle", "3_ego": "ego", "4_count": "count", "5_order": "order",
               "6_anomaly_reco": "anomaly_reco", "7_topic_reasoning": "topic_reasoning"}
 MLVU_TYPES = {"2_needle": "findNeedle", "4_count": "count", "5_order": "order", "6_anomaly_reco": "anomaly_reco"}
@@ -53,7 +53,8 @@ def _video(path: Path, frames: int = 8, fps: int = 4) -> None:
 
 
 def _write_mlvu(root: Path, folder: str = "json", durations: tuple = (1200, 300)) -> None:
-    """All seven MLVU task files (invented questions in FORMATS.md's schema), one question per duration each."""
+    """All seven MLVU task files (invented questions in the official schema, docs/protocols.md §4), one question per
+    duration each."""
     for stem, video_dir in MLVU_FILES.items():
         task = MLVU_TYPES.get(stem, video_dir)
         rows = [{"video": f"{video_dir}_{i}.mp4", "duration": d, "question": f"Which colour is shown at step {i + 1}?",
@@ -80,7 +81,7 @@ def test_duration_rule_on_the_real_videomme_annotations(tmp_path: Path) -> None:
     assert sel["left_out_members"] == ["mlvu", "longvideobench"] and "'long'" in sel["rule"]
     by_id = {r["question_id"]: r for r in rows}
     member = HOUREVAL.parts()["videomme"]
-    for q in qs:  # the member's own video path and release prompt (PROTOCOLS.md §3), under the member's folder
+    for q in qs:  # the member's own video path and release prompt (docs/protocols.md §3), under the member's folder
         r = by_id[q.qid.removeprefix("videomme/")]
         assert q.video == str(tmp_path / "data" / f"{r['videoID']}.mp4")
         assert member.prompt(q, "release") == f"{HEAD}\n{RESPOND4}\n{r['question']}\n" + " ".join(r["options"])
@@ -270,7 +271,7 @@ def test_release_run_reports_members_and_the_pooled_figure(checkpoint, members, 
     lvb_ids = [r["id"] for r in _json(LVB_SAMPLE) if r["duration"] > 900]
     assert set(rows) == {"videomme/901-1", "videomme/901-2", *(f"mlvu/{t}_0" for t in MLVU_TYPES.values()),
                          *(f"longvideobench/{i}" for i in lvb_ids)}
-    # pooled over every question of the three members (PROTOCOLS.md §8), each member pooled
+    # pooled over every question of the three members (docs/protocols.md §8), each member pooled
     assert summary["overall"] == {"accuracy": pytest.approx(100 * sum(r["correct"] for r in rows.values()) / len(rows)),
                                   "correct": sum(r["correct"] for r in rows.values()), "total": len(rows)}
     assert {m: b["overall"]["total"] for m, b in summary["members"].items()} == {"videomme": 2, "mlvu": 4,

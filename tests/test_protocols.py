@@ -50,7 +50,7 @@ FIVE = FOUR + ["a key"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Prompts: PROTOCOLS.md's templates, literally
+# Prompts: docs/protocols.md's templates, literally
 
 
 def test_mlvu_prompts() -> None:
@@ -126,7 +126,7 @@ def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
     assert {k: len(v) for k, v in per_duration.items()} == {"short": 300, "medium": 300, "long": 300}
     assert {q.categories["duration"][0] for q in qs} == {"short", "medium", "long"}
     assert len({q.categories["task_type"][0] for q in qs}) == 12 and len({q.categories["domain"][0] for q in qs}) == 6
-    for q, r in zip(qs, rows):  # every prompt, from the record's own fields and PROTOCOLS.md's templates
+    for q, r in zip(qs, rows):  # every prompt, from the record's own fields and docs/protocols.md's templates
         assert q.qid == r["question_id"] and q.answer == r["answer"] and q.video == f"data/{r['videoID']}.mp4"
         options = r["options"]
         assert bench.prompt(q, "official") == (f"{HEAD} {RESPOND4}\n{r['question']}\n" + "\n".join(options)
@@ -154,7 +154,7 @@ def test_longvideobench_real_records(tmp_path: Path) -> None:
 
 
 def test_release_chat_frame() -> None:
-    """PROTOCOLS 0.1: one user message, the video markers, then TEXT; the default system prompt; no priming."""
+    """docs/protocols.md §0.1: one user message, the video markers, then TEXT; the default system prompt; no priming."""
     from vamba.data.processor import VambaProcessor
 
     text = get_benchmark("mlvu").prompt(q_(FOUR), "release")
@@ -166,7 +166,7 @@ def test_release_chat_frame() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Settings: PROTOCOLS.md 0.1's table
+# Settings: docs/protocols.md §0.1's table
 
 
 @pytest.mark.parametrize("name,frames,edge,sampler", [
@@ -213,8 +213,8 @@ def test_command_line_values_override_the_protocol() -> None:
 
 
 def _literal_release_indices(total: int, n: int) -> list[int]:
-    """PROTOCOLS 0.1, written out: index i = (s[i] + s[i+1]) // 2, s = linspace(0, T, N + 1) truncated; all frames if
-    N >= T; the processor drops the last frame of an odd count."""
+    """docs/protocols.md §0.1, written out: index i = (s[i] + s[i+1]) // 2, s = linspace(0, T, N + 1) truncated;
+    all frames if N >= T; the processor drops the last frame of an odd count."""
     if n >= total:
         idx = list(range(total))
     else:
@@ -239,7 +239,7 @@ def test_release_frame_indices_follow_the_literal_rule() -> None:
 
 
 def test_release_pre_resize() -> None:
-    # PROTOCOLS 0.1's example: 1280x720 at L=480 -> 480x270 -> 476x280 = 170 tokens per frame pair
+    # docs/protocols.md §0.1's example: 1280x720 at L=480 -> 480x270 -> 476x280 = 170 tokens per frame pair
     assert edge_resize_size(720, 1280, 480) == (270, 480)
     h, w = target_size(270, 480, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
     assert (h, w) == (280, 476) and (h // 28) * (w // 28) == 170

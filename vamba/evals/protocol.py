@@ -1,7 +1,7 @@
 """The two evaluation protocols, and the input and generation settings a protocol fixes for one benchmark.
 
 ``official`` is the benchmark's own evaluation (its prompt, answer extraction and aggregation); ``release`` is the
-original Vamba release's evaluation, byte for byte (`../shared/benchmarks/PROTOCOLS.md` describes both). Prompts,
+original Vamba release's evaluation, byte for byte (docs/protocols.md describes both). Prompts,
 answer rules and aggregation live with each benchmark (`vamba.evals.benchmark.Benchmark`); this module holds what the
 runner needs to read the video and generate: a `Settings` per (benchmark, protocol), and the command-line overrides
 applied on top of it (`resolve`), so a report can list every effective setting and where it came from.
