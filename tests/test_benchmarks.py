@@ -2,7 +2,7 @@
 in each benchmark's published schema (docs/protocols.md); aggregation checked against hand-computed small cases.
 
 The NExT-QA sample is in `tests/fixtures/nextqa` (MIT). Video-MME's licence forbids redistribution: its template is
-read in place from the shared folder (`conftest.SHARED`) and that test skips without it.
+read in place from the shared folder (`conftest.SHARED`) and the tests built on it skip without it.
 """
 
 from __future__ import annotations
@@ -213,6 +213,7 @@ def test_videomme_excludes_unparsed(tmp_path: Path) -> None:
     assert with_error["overall"]["total"] == 4 and with_error["errors"] == 1
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_videomme_malformed(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
