@@ -570,3 +570,20 @@ def test_long_videos_stream_by_default(vamba, monkeypatch):
     assert len(calls) == 1  # 16 frames > 8: streamed
     vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)  # default threshold 256: not streamed
     assert len(calls) == 1
+
+
+def test_a_transformers_release_outside_the_range_fails_at_import(monkeypatch):
+    """vamba.modeling.compat names the tested range; a release outside it is refused before any model code runs."""
+    import importlib
+
+    import transformers
+
+    from vamba.modeling import compat
+
+    for version in ("5.22.2", "5.26.0", "6.0.0.dev0"):
+        monkeypatch.setattr(transformers, "__version__", version)
+        with pytest.raises(ImportError, match=rf"transformers >=5\.23,<5\.26 \(tested: 5\.23, 5\.24, 5\.25\), found "
+                                              rf"{version}: pip install 'transformers>=5\.23,<5\.26'"):
+            importlib.reload(compat)
+    monkeypatch.undo()
+    assert importlib.reload(compat).RELEASE == tuple(int(p) for p in transformers.__version__.split(".")[:2])
