@@ -107,7 +107,8 @@ def run_lmms_eval(lane: SimpleNamespace, out: Path, nproc: int = 1, model_args: 
         log = proc.communicate(timeout=300)[0]
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"lmms-eval ({nproc} processes) ran past 300 s:\n{proc.communicate()[0][-6000:]}")
+        log = proc.communicate()[0]
+        raise AssertionError(f"lmms-eval ({nproc} processes) ran past 300 s:\n{log[-6000:]}") from None
     assert proc.returncode == 0, f"lmms-eval ({nproc} processes) failed:\n{log[-6000:]}"
     results = json.loads(next(out.glob("*/*_results.json")).read_text())["results"][TASK]
     samples = [json.loads(x) for x in next(out.glob(f"*/*_samples_{TASK}.jsonl")).read_text().splitlines()]
