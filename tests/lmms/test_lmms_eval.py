@@ -45,10 +45,53 @@ metric_list:
 """
 
 
+class LmmsEval:
+    """`lmms-eval --model vamba ...` (under torchrun for nproc > 1), offline, started in its own process group so
+    that a hung run is killed whole; `result()` waits for it and reads its results file and logged samples."""
+
+    def __init__(self, root: Path, out: Path, nproc: int, model_args: str):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
+               "HF_HOME": str(root / f"hf{nproc}"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1"}
+        args = ["--model", "vamba", "--model_args", f"pretrained={root / 'ckpt'},max_num_frames=8{model_args}",
+                "--tasks", TASK, "--include_path", str(root / "task"), "--batch_size", "1", "--output_path", str(out),
+                "--log_samples"]
+        if nproc == 1:
+            cmd = [str(Path(sys.executable).parent / "lmms-eval"), *args]
+        else:
+            with socket.socket() as s:  # a free port
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                   "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "lmms_eval", *args]
+        self.nproc, self.out = nproc, out
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     cwd=root, start_new_session=True)
+
+    def result(self, timeout: float = 480) -> SimpleNamespace:
+        try:
+            log = self.proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"lmms-eval ({self.nproc} processes) ran past {timeout} s") from None
+        assert self.proc.returncode == 0, f"lmms-eval ({self.nproc} processes) failed:\n{log[-6000:]}"
+        results = json.loads(next(self.out.glob("*/*_results.json")).read_text())["results"][TASK]
+        samples = [json.loads(x) for x in next(self.out.glob(f"*/*_samples_{TASK}.jsonl")).read_text().splitlines()]
+        return SimpleNamespace(score=results["synthetic_score,none"], log=log,
+                               samples=sorted(samples, key=lambda s: s["doc_id"]))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate()
+
+
 @pytest.fixture(scope="module")
-def lane(tmp_path_factory) -> SimpleNamespace:
-    """A tiny Vamba checkpoint, 4 generated 8-frame videos with 2 questions each, the task folder, and what
-    `vamba eval benchmark=synthetic frames.count=8` (16 new tokens, as the task) makes of them."""
+def lane(tmp_path_factory):
+    """A tiny Vamba checkpoint, 4 generated 8-frame videos with 2 questions each and the task folder; lmms-eval
+    started on them with one process and with two (`protocol=official` there: the synthetic benchmark's official
+    frames, segment middles without pre-resize, i.e. still those of `max_num_frames=8` alone), and meanwhile
+    `vamba eval benchmark=synthetic frames.count=8` (16 new tokens, as the task) on the same questions."""
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -71,57 +114,29 @@ def lane(tmp_path_factory) -> SimpleNamespace:
              "question": qa["question"], "answer": qa["answer"]}
             for line in (root / "data" / "video_info.meta.jsonl").read_text().splitlines()
             for row in [json.loads(line)] for qa in row["qa"]]
-    task = root / "task"
-    task.mkdir()
-    (task / "docs.json").write_text(json.dumps(docs))
-    shutil.copy(HERE / "task_utils.py", task / "task_utils.py")
-    (task / f"{TASK}.yaml").write_text(YAML.format(task=TASK, docs=task / "docs.json"))
-    assert main(["eval", "benchmark=synthetic", f"model.path={root / 'ckpt'}", f"data_dir={root / 'data'}",
-                 "frames.count=8", f"output_dir={root / 'ours'}"]) == 0
-    ours = {r["qid"]: r for r in read_results(root / "ours" / "results.jsonl")}
-    summary = json.loads((root / "ours" / "summary.json").read_text())["overall"]
-    assert 0 < summary["correct"] < summary["total"] == len(docs), f"pick another data seed: {summary}"
-    return SimpleNamespace(root=root, ckpt=root / "ckpt", task=task, docs=docs, ours=ours, summary=summary)
-
-
-def run_lmms_eval(lane: SimpleNamespace, out: Path, nproc: int = 1, model_args: str = "") -> SimpleNamespace:
-    """`lmms-eval --model vamba ...` (under torchrun for nproc > 1), offline, in its own process group (killed
-    whole on timeout); its results file and logged samples."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
-           "HF_HOME": str(lane.root / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
-    args = ["--model", "vamba", "--model_args", f"pretrained={lane.ckpt},max_num_frames=8{model_args}",
-            "--tasks", TASK, "--include_path", str(lane.task), "--batch_size", "1", "--output_path", str(out),
-            "--log_samples"]
-    if nproc == 1:
-        cmd = [str(Path(sys.executable).parent / "lmms-eval"), *args]
-    else:
-        with socket.socket() as s:  # a free port
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-               f"--master_port={port}", "-m", "lmms_eval", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=lane.root, start_new_session=True)
+    (root / "task").mkdir()
+    (root / "task" / "docs.json").write_text(json.dumps(docs))
+    shutil.copy(HERE / "task_utils.py", root / "task" / "task_utils.py")
+    (root / "task" / f"{TASK}.yaml").write_text(YAML.format(task=TASK, docs=root / "task" / "docs.json"))
+    runs = {1: LmmsEval(root, root / "one", 1, ""), 2: LmmsEval(root, root / "two", 2, ",protocol=official")}
     try:
-        log = proc.communicate(timeout=300)[0]
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log = proc.communicate()[0]
-        raise AssertionError(f"lmms-eval ({nproc} processes) ran past 300 s:\n{log[-6000:]}") from None
-    assert proc.returncode == 0, f"lmms-eval ({nproc} processes) failed:\n{log[-6000:]}"
-    results = json.loads(next(out.glob("*/*_results.json")).read_text())["results"][TASK]
-    samples = [json.loads(x) for x in next(out.glob(f"*/*_samples_{TASK}.jsonl")).read_text().splitlines()]
-    return SimpleNamespace(score=results["synthetic_score,none"], samples=sorted(samples, key=lambda s: s["doc_id"]),
-                           log=log)
+        assert main(["eval", "benchmark=synthetic", f"model.path={root / 'ckpt'}", f"data_dir={root / 'data'}",
+                     "frames.count=8", f"output_dir={root / 'ours'}"]) == 0
+        ours = {r["qid"]: r for r in read_results(root / "ours" / "results.jsonl")}
+        summary = json.loads((root / "ours" / "summary.json").read_text())["overall"]
+        assert 0 < summary["correct"] < summary["total"] == len(docs), f"pick another data seed: {summary}"
+        yield SimpleNamespace(docs=docs, ours=ours, summary=summary, runs=runs)
+    finally:
+        for run in runs.values():
+            run.kill()
 
 
 @pytest.fixture(scope="module")
 def one_process(lane) -> SimpleNamespace:
-    return run_lmms_eval(lane, lane.root / "one")
+    return lane.runs[1].result()
 
 
-def test_lmms_eval_resolves_vamba_to_our_class():
+def test_lmms_eval_resolves_vamba_to_our_class(lane):  # `lane`: lmms-eval runs meanwhile (imports overlap)
     from lmms_eval.models import get_model
 
     from vamba.evals.lmms_eval_adapter import Vamba
@@ -141,10 +156,8 @@ def test_one_process_scores_as_vamba_eval_on_the_same_prompts_and_replies(lane, 
 
 
 def test_two_processes_under_torchrun_score_as_one(lane, one_process):
-    """Documents sharded over two ranks (gloo on CPU), gathered on rank 0: the same replies and score. With
-    `protocol=official` the frames are the synthetic benchmark's official ones (segment middles, no pre-resize), so
-    still those of `max_num_frames=8` alone."""
-    two = run_lmms_eval(lane, lane.root / "two", nproc=2, model_args=",protocol=official")
+    """Documents sharded over two ranks (gloo on CPU), gathered on rank 0: the same replies and score."""
+    two = lane.runs[2].result()
     assert "Building contexts for synthetic_lmms on rank 1" in two.log
     assert [s["filtered_resps"] for s in two.samples] == [s["filtered_resps"] for s in one_process.samples]
     assert two.score == one_process.score
