@@ -74,9 +74,11 @@ class LmmsEval:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"lmms-eval ({self.nproc} processes) ran past {timeout} s") from None
-        assert self.proc.returncode == 0, f"lmms-eval ({self.nproc} processes) failed:\n{log[-6000:]}"
-        results = json.loads(next(self.out.glob("*/*_results.json")).read_text())["results"][TASK]
-        samples = [json.loads(x) for x in next(self.out.glob(f"*/*_samples_{TASK}.jsonl")).read_text().splitlines()]
+        files = sorted(self.out.glob("*/*_results.json")), sorted(self.out.glob(f"*/*_samples_{TASK}.jsonl"))
+        # lmms-eval logs an error during evaluation and still exits 0: no results file is the failure then
+        assert self.proc.returncode == 0 and all(files), f"lmms-eval ({self.nproc} processes) failed:\n{log[-6000:]}"
+        results = json.loads(files[0][0].read_text())["results"][TASK]
+        samples = [json.loads(x) for x in files[1][0].read_text().splitlines()]
         return SimpleNamespace(score=results["synthetic_score,none"], log=log,
                                samples=sorted(samples, key=lambda s: s["doc_id"]))
 
