@@ -18,8 +18,9 @@ install "torch==2.13.0"
 # the `lmms` extra pins lmms-eval and filelock (README, "Evaluate").
 install -e ".[lmms]" "lmms-eval==0.7.3" "torch==2.13.0" pytest
 # PyPI's torchvision is a CUDA build: beside CPU torch it fails to load ("operator torchvision::nms does not exist")
-# and transformers' Qwen2-VL import fails with it. Neither this model nor lmms-eval's video tasks need it.
-"$V/bin/python" -m pip uninstall -q -y torchvision
+# and transformers' Qwen2-VL import fails with it; timm imports it (and the `accelerate` command imports timm). Neither
+# this model nor lmms-eval's video tasks need them (README, "With lmms-eval").
+"$V/bin/python" -m pip uninstall -q -y torchvision timm
 "$V/bin/python" - <<'PY'
 import sys, torch
 from transformers import Qwen2VLForConditionalGeneration  # noqa: F401 - fails beside a mismatched torchvision
