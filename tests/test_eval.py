@@ -224,6 +224,8 @@ def test_lmms_eval_adapter_refuses_unknown_arguments_and_binds_each_rank_its_gpu
         Vamba(pretrained="unused", max_frames_num=8)
     with pytest.raises(ValueError, match="unknown protocol 'paper'"):
         Vamba(pretrained="unused", protocol="paper")
+    with pytest.raises(ValueError, match="dtype='bf16'; expected auto, bfloat16"):
+        Vamba(pretrained="unused", dtype="bf16")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert Vamba.bind_device("cuda") == torch.device("cuda", 1)

@@ -76,6 +76,8 @@ class Vamba(_LmmsBase):
 
         if int(batch_size) != 1:
             raise ValueError("vamba's lmms-eval adapter answers one request at a time (batch_size=1)")
+        if dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError(f"vamba: dtype={dtype!r}; expected auto, bfloat16, float16 or float32")
         self.protocol = check_protocol(protocol) if protocol else None
         self._device = self.bind_device(device)
         self._rank, self._world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
