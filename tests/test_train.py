@@ -56,6 +56,7 @@ def init_checkpoint(tmp_path_factory) -> Path:
 
 
 # 1. ZeRO-3, two processes: loss goes down, frozen weights bit-identical -----------------------------------------
+@pytest.mark.multiprocess
 def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_checkpoint, tmp_path):
     out = tmp_path / "run"
     run_torchrun(
@@ -91,6 +92,7 @@ def test_zero3_stage1_trains_and_keeps_frozen_weights(synthetic_data, init_check
 
 
 # 2. Kill after step k, resume: same losses as an uninterrupted run ----------------------------------------------
+@pytest.mark.multiprocess
 def test_resume_after_sigkill_continues_the_same_loss_curve(synthetic_data, init_checkpoint, tmp_path):
     common = [
         f"model.path={init_checkpoint}",
@@ -155,6 +157,7 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
 
 
 # 4. Cross-attention initialised under ZeRO-3 equals the non-ZeRO initialisation ----------------------------------
+@pytest.mark.multiprocess
 def test_cross_attention_copy_under_zero3_matches_plain(tmp_path):
     from transformers import Qwen2VLForConditionalGeneration
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..data.annotations import AnnotationError
 from ..data.frames import FrameSpec, as_spec
 from ..data.processor import VambaProcessor
-from ..parallel import ContextParallel
+from ..parallel import ContextParallel, launch
 from .inference import EvalModelConfig, answer, encode, load_model
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
 from .report import selection_lines, write_report
@@ -276,8 +276,8 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     by_video, videos = _select(questions, cfg)
     if getattr(cfg, "dry_run", False):
         return _dry_run(bench, questions, by_video, videos, data_dir) if rank == 0 else {}
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1:
+        launch.init()
     if cfg.device == "auto":
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     else:
