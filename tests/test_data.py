@@ -91,7 +91,7 @@ def test_caption_parquet_and_webdataset(tmp_path, caption_dir):
                 tar.addfile(info, io.BytesIO(data))
     recs = read_annotations("webdataset", tmp_path)
     assert [r["caption"] for r in recs] == ["a red square", "a green square"]
-    assert recs[0]["image_bytes"][:4] == b"\x89PNG"
+    assert recs[0]["image"]["bytes"][:4] == b"\x89PNG" and "image_bytes" not in recs[0]
 
 
 # Samples ----------------------------------------------------------------------------------------------------------
