@@ -100,7 +100,7 @@ def read_json_source(fmt: str, path: Path, columns: dict[str, str]) -> list[dict
         if fmt == "llava":
             check_llava(rec, rec["_where"])
             for key in ("video", "image"):
-                if key in rec and not isinstance(rec[key], (str, list)):
+                if rec.get(key) is not None and not isinstance(rec[key], (str, list)):
                     raise AnnotationError(f"{rec['_where']}: field '{key}' must be a path or a list of paths")
         elif not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str):
             raise AnnotationError(f"{rec['_where']}: caption records need string fields 'image' and 'caption'")

@@ -124,11 +124,12 @@ def _check_source(src: SourceConfig, records: Sequence[dict[str, Any]], rows: np
             reasons[e.reason] += 1
     else:
         raise ValueError(f"data source {src.name!r} ({src.annotation}): no usable sample among the "
-                         f"{min(probe, len(rows))} probed of {len(records)} records; reasons: {dict(reasons)}")
+                         f"{min(probe, len(rows))} probed of {len(records)} records; reasons: {dict(sorted(reasons.items()))}")
     kind = src.kind or (None if src.format == "llava" else "image")
     if kind is not None and not kinds[kind]:
         raise ValueError(f"data source {src.name!r} ({src.annotation}) declares kind {kind!r} but none of "
-                         f"{min(probe, len(rows))} probed records carries one: {dict(kinds)}; skipped: {dict(reasons)}")
+                         f"{min(probe, len(rows))} probed records carries one: {dict(sorted(kinds.items()))}; "
+                         f"skipped: {dict(sorted(reasons.items()))}")
     return kinds
 
 
