@@ -471,3 +471,23 @@ def test_webdataset_index_reads_bytes_when_served_and_resume_skips_unread(proc, 
                       SampleBuilder(proc, "webdataset"))
     loader = torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=list)
     assert len(list(skip_first_batches(loader, 2))) == 1 and reads == [2]  # resuming reads no skipped sample
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_index_matches_tarfile(tmp_path, fmt):
+    from vamba.data.annotations import _tar_members
+
+    shard = tmp_path / "s.tar"
+    long_key = "d" * 60 + "/" + "k" * 90  # > 100 characters: ustar prefix, pax path or GNU long name
+    with tarfile.open(shard, "w", format=fmt) as tar:
+        for key, data in (("000001", b"x" * 700), (long_key, b"y" * 3)):
+            _add(tar, f"{key}.jpg", data)
+            _add(tar, f"{key}.txt", f"caption {key[:3]}".encode())
+    with tarfile.open(shard) as tar:
+        assert list(_tar_members(shard)) == [(m.name, m.offset_data, m.size) for m in tar if m.isfile()]
+    recs = read_annotations("webdataset", shard)
+    assert recs[1]["image"] == {"bytes": b"y" * 3, "path": long_key} and recs[1]["caption"] == "caption ddd"
+    with tarfile.open(tmp_path / "s.tar.gz", "w:gz") as tar:
+        _add(tar, "a.jpg", b"x")
+    with pytest.raises(AnnotationError, match=r"s\.tar\.gz: not an uncompressed tar shard"):
+        read_annotations("webdataset", tmp_path / "s.tar.gz")

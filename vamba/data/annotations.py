@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
-import tarfile
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,13 +169,11 @@ class TarRecords(Sequence):
         index, keys = [np.zeros((0, 5), dtype=np.int64)], [np.zeros(0, dtype="S1")]
         for n, shard in enumerate(shards):  # per-shard arrays: Python objects live for one shard at a time
             rows, names = [], []
-            with open_tar(shard) as tar:
-                for key, members in tar_samples(tar):
-                    if "image" not in members or "txt" not in members:
-                        raise AnnotationError(f"{shard}: key {key!r} has no image/caption pair")
-                    names.append(key.encode())
-                    image, txt = members["image"], members["txt"]
-                    rows.append((n, image.offset_data, image.size, txt.offset_data, txt.size))
+            for key, members in tar_samples(shard):
+                if "image" not in members or "txt" not in members:
+                    raise AnnotationError(f"{shard}: key {key!r} has no image/caption pair")
+                names.append(key.encode())
+                rows.append((n, *members["image"][1:], *members["txt"][1:]))
             index.append(np.array(rows, dtype=np.int64).reshape(-1, 5))
             keys.append(np.array(names, dtype=np.bytes_))
         self.index, self.keys = np.concatenate(index), np.concatenate(keys)
@@ -198,26 +196,51 @@ class TarRecords(Sequence):
         return {"image": {"bytes": image, "path": key}, "caption": caption, "_where": where}
 
 
-def open_tar(shard: str | Path) -> tarfile.TarFile:
-    """An uncompressed tar shard opened for reading, or `AnnotationError` naming it."""
-    try:
-        return tarfile.open(shard)
-    except (tarfile.TarError, OSError) as e:
-        raise AnnotationError(f"{shard}: not a readable tar shard ({e})") from None
+def _tar_members(shard: Path):
+    """(name, data offset, size) of each file of an uncompressed tar, parsed from its 512-byte headers.
+
+    ~10x faster than `tarfile` (which builds a TarInfo per member): 3M samples are 9M members to index per rank.
+    Handles ustar prefixes and GNU / pax long names; a header whose checksum fails is `AnnotationError`.
+    """
+    with open(shard, "rb") as f:
+        pos, long_name = 0, None
+        while (h := (f.seek(pos), f.read(512))[1]).strip(b"\0"):  # ends at the zero blocks or the file's end
+            try:
+                size, check = int(h[124:136].strip(b"\0 ") or b"0", 8), int(h[148:156].strip(b"\0 "), 8)
+            except ValueError:
+                check = size = -1
+            if len(h) < 512 or check != sum(h[:148]) + 256 + sum(h[156:]):
+                raise AnnotationError(f"{shard}: not an uncompressed tar shard (bad header at byte {pos})")
+            kind, data = h[156:157], pos + 512
+            if kind in (b"L", b"x"):  # the next member's name: GNU long name, or a pax `path` record
+                f.seek(data)
+                payload = f.read(size)
+                pax = re.search(rb"\d+ path=([^\n]*)\n", payload) if kind == b"x" else None
+                long_name = (pax.group(1) if pax else payload.rstrip(b"\0") if kind == b"L" else None) or long_name
+            else:
+                if kind in (b"0", b"\0"):
+                    prefix = h[345:500].rstrip(b"\0") if h[257:262] == b"ustar" else b""
+                    name = long_name or (prefix + b"/" if prefix else b"") + h[:100].rstrip(b"\0")
+                    yield name.decode("utf-8", "replace"), data, size
+                long_name = None
+            pos = data + (size + 511) // 512 * 512
 
 
-def tar_samples(tar: tarfile.TarFile):
-    """(key, {"image"|<suffix>: TarInfo}) per key of a webdataset shard, in order, reading headers only."""
+def tar_samples(shard: str | Path):
+    """(key, {"image"|<suffix>: (name, data offset, size)}) per key of a webdataset shard, in order."""
     key, members = None, {}
-    for member in tar:  # an uncompressed tar seeks past each member's data
-        name, dot, suffix = member.name.rpartition(".")
-        if not member.isfile() or not dot:
-            continue
-        if name != key and members:
-            yield key, members
-            members = {}
-        key = name
-        members["image" if f".{suffix.lower()}" in IMAGE_SUFFIXES else suffix] = member
+    try:
+        for name, offset, size in _tar_members(Path(shard)):
+            stem, dot, suffix = name.rpartition(".")
+            if not dot:
+                continue
+            if stem != key and members:
+                yield key, members
+                members = {}
+            key = stem
+            members["image" if f".{suffix.lower()}" in IMAGE_SUFFIXES else suffix] = (name, offset, size)
+    except OSError as e:
+        raise AnnotationError(f"{shard}: cannot read tar shard ({e})") from None
     if members:
         yield key, members
 

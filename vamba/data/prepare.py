@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import AnnotationError, find_files, open_tar, tar_samples
+from .annotations import AnnotationError, find_files, tar_samples
 
 REPORT = "pixelprose_join.json"
 
@@ -40,13 +40,18 @@ def url_hash(url: str) -> int:
     return int.from_bytes(hashlib.blake2b(url.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def _url(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> str | None:
+def _read(f, member: tuple[str, int, int]) -> bytes:
+    f.seek(member[1])
+    return f.read(member[2])
+
+
+def _url(f, members: dict[str, tuple[str, int, int]]) -> str | None:
     if "json" not in members:
         return None
     try:
-        return json.loads(tar.extractfile(members["json"]).read()).get("url")
+        return json.loads(_read(f, members["json"])).get("url")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise AnnotationError(f"{tar.name}: {members['json'].name} is not a JSON object ({e})") from None
+        raise AnnotationError(f"{f.name}: {members['json'][0]} is not a JSON object ({e})") from None
 
 
 def join_pixelprose(parquets: Sequence[str], shards: Sequence[str], out: str | Path, url_column: str = "url",
@@ -59,8 +64,8 @@ def join_pixelprose(parquets: Sequence[str], shards: Sequence[str], out: str | P
     tars = [f for s in shards for f in find_files(s, ".tar")]
     wanted = []
     for shard in tars:
-        with open_tar(shard) as tar:
-            wanted += [url_hash(u) for _, members in tar_samples(tar) if (u := _url(tar, members))]
+        with open(shard, "rb") as f:
+            wanted += [url_hash(u) for _, members in tar_samples(shard) if (u := _url(f, members))]
     wanted = np.unique(np.array(wanted, dtype=np.int64))
     db_path = out / ".pixelprose_join.sqlite"
     db_path.unlink(missing_ok=True)
@@ -83,20 +88,18 @@ def join_pixelprose(parquets: Sequence[str], shards: Sequence[str], out: str | P
     for shard in tars:
         counts = {"matched": 0, "unmatched": 0}
         tmp = out / f".{shard.name}.tmp"
-        with open_tar(shard) as src, tarfile.open(tmp, "w") as dst:
-            for key, members in tar_samples(src):
+        with open(shard, "rb") as src, tarfile.open(tmp, "w") as dst:
+            for key, members in tar_samples(shard):
                 url = _url(src, members)
                 found = db.execute("SELECT text FROM caption WHERE h = ?", (url_hash(url),)).fetchone() if url else None
                 counts["matched" if found else "unmatched"] += 1
                 if not found:
                     continue
-                for kind, info in members.items():
-                    if kind != "txt":
-                        dst.addfile(info, src.extractfile(info))
-                text = found[0].strip().encode()
-                info = tarfile.TarInfo(f"{key}.txt")
-                info.size = len(text)
-                dst.addfile(info, io.BytesIO(text))
+                files = [(m[0], _read(src, m)) for kind, m in members.items() if kind != "txt"]
+                for name, data in [*files, (f"{key}.txt", found[0].strip().encode())]:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    dst.addfile(info, io.BytesIO(data))
         os.replace(tmp, out / shard.name)
         report["shards"][shard.name] = counts
         report["matched"] += counts["matched"]
