@@ -99,14 +99,14 @@ def child(kind: str, n: int, data: str, warm: str) -> None:
     seconds = time.perf_counter() - t0
     index, (_, source) = ds.records, ds.records.sources[0]
     held = index.rows.nbytes + index.source_ids.nbytes + sum(
-        getattr(source, a).nbytes for a in ("index", "keys", "starts", "groups") if hasattr(source, a))
+        getattr(source, a).nbytes for a in ("members", "keys", "starts", "groups") if hasattr(source, a))
     print(json.dumps({"mb": rss_mb() - base, "held": held, "records": len(ds), "seconds": seconds,
                       "synthetic": synthetic}))
 
 
 def _tiled(real, reps, n, cls, np):
     out = cls.__new__(cls)
-    out.shards, out.index, out.keys = real.shards, np.tile(real.index, (reps, 1))[:n], np.tile(real.keys, reps)[:n]
+    out.shards, out.members, out.keys = real.shards, np.tile(real.members, (reps, 1))[:n], np.tile(real.keys, reps)[:n]
     return out
 
 

@@ -453,11 +453,11 @@ def test_webdataset_index_reads_bytes_when_served_and_resume_skips_unread(proc, 
     shard = tmp_path / "00000.tar"
     shutil.copy(paper_data / "cc12m-wds" / "00000.tar", shard)
     recs = read_annotations("webdataset", shard)
-    assert recs.index.shape == (3, 5) and recs.index.nbytes + recs.keys.nbytes < 200  # offsets, not images
-    before, size = recs[1]["image"]["bytes"], int(recs.index[1, 2])
+    assert recs.members.shape == (3, 5) and recs.members.nbytes + recs.keys.nbytes < 200  # offsets, not images
+    before, size = recs[1]["image"]["bytes"], int(recs.members[1, 2])
     after = _image_bytes((250, 0, 250), "JPEG")[:size].ljust(size, b"\0")
     with open(shard, "r+b") as f:  # replace sample 1's image in place after indexing: served bytes follow the file
-        f.seek(int(recs.index[1, 1]))
+        f.seek(int(recs.members[1, 1]))
         f.write(after)
     assert recs[1]["image"]["bytes"] == after != before and recs[1]["caption"] == "simply nature salad dressing"
 

@@ -161,7 +161,7 @@ class ParquetRecords(Sequence):
 class TarRecords(Sequence):
     """Samples of webdataset tar shards, indexed by member offsets; image and caption bytes are read when served.
 
-    Per sample: shard number, key and the (offset, size) of its image and `.txt` members, ~40 bytes.
+    `members[i]`: shard number, then (offset, size) of the image and of the `.txt`; `keys[i]`: the key. ~50 bytes.
     """
 
     def __init__(self, shards: list[Path]):
@@ -176,13 +176,13 @@ class TarRecords(Sequence):
                 rows.append((n, *members["image"][1:], *members["txt"][1:]))
             index.append(np.array(rows, dtype=np.int64).reshape(-1, 5))
             keys.append(np.array(names, dtype=np.bytes_))
-        self.index, self.keys = np.concatenate(index), np.concatenate(keys)
+        self.members, self.keys = np.concatenate(index), np.concatenate(keys)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.members)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        n, img_at, img_size, txt_at, txt_size = (int(x) for x in self.index[i])
+        n, img_at, img_size, txt_at, txt_size = (int(x) for x in self.members[i])
         key = self.keys[i].decode()
         where = f"{self.shards[n]}:{key}"
         try:
