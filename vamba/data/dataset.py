@@ -116,7 +116,7 @@ def llava_to_messages(record: dict[str, Any]) -> tuple[list[Message], list[tuple
 
 
 def sample_kind(messages: Sequence[Message]) -> str:
-    """"video" if a message carries a video, else "image" if one carries an image, else "text"."""
+    """The kind of a sample: `video` if a message carries a video, else `image` if one carries an image, else `text`."""
     kinds = {item["type"] for m in messages if isinstance(m["content"], list) for item in m["content"]}
     return "video" if "video" in kinds else "image" if "image" in kinds else "text"
 
