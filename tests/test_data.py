@@ -394,7 +394,8 @@ def test_caption_formats_map_columns(tmp_path, caption_dir):
     recs = read_annotations("caption", tmp_path / "c.parquet", {"image": "path", "caption": "vlm_caption"})
     assert (recs[0]["image"], recs[0]["caption"]) == ("images/0.png", "a red square")
     (tmp_path / "c.jsonl").write_text(json.dumps({"image": "images/1.png", "vlm_caption": "a green square"}) + "\n")
-    assert read_annotations("caption", tmp_path / "c.jsonl", {"caption": "vlm_caption"})[0]["caption"] == "a green square"
+    recs = read_annotations("caption", tmp_path / "c.jsonl", {"caption": "vlm_caption"})
+    assert recs[0]["caption"] == "a green square"
 
 
 def test_a_source_without_usable_samples_or_its_kind_stops_at_start_up(proc, paper_data, tmp_path):
@@ -424,7 +425,8 @@ def test_pixelprose_join_feeds_pretrain_paper_with_release_prompts(proc, paper_d
     report = json.loads((out / prepare.REPORT).read_text())
     assert report == {"pixelprose_rows": 3, "matched": 2, "unmatched": 1,
                       "shards": {"00000.tar": {"matched": 2, "unmatched": 1}}}
-    pixelprose = {r["url"]: r["vlm_caption"].strip() for r in json.loads((FIXTURES / "pixelprose" / "rows.json").read_text())}
+    rows = json.loads((FIXTURES / "pixelprose" / "rows.json").read_text())
+    pixelprose = {r["url"]: r["vlm_caption"].strip() for r in rows}
     monkeypatch.setenv("VAMBA_DATA_ROOT", str(tmp_path))
     cfg = compose("data/pretrain_paper").data
     asked = []

@@ -187,11 +187,8 @@ class SampleBuilder:
                 raise SampleError(where, "empty caption")
             if not _media(record):
                 raise SampleError(where, "missing media", "caption record without an image")
-            messages = [
-                {"role": "user",
-                 "content": [{"type": "image", "image": record["image"]}, {"type": "text", "text": self._prompt(record)}]},
-                {"role": "assistant", "content": record["caption"]},
-            ]
+            question = [{"type": "image", "image": record["image"]}, {"type": "text", "text": self._prompt(record)}]
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": record["caption"]}]
         if not any(m["role"] == "assistant" and str(m["content"]).strip() for m in messages):
             raise SampleError(where, "empty conversation", "no assistant turn to train on")
         return messages

@@ -124,7 +124,8 @@ def _check_source(src: SourceConfig, records: Sequence[dict[str, Any]], rows: np
             reasons[e.reason] += 1
     else:
         raise ValueError(f"data source {src.name!r} ({src.annotation}): no usable sample among the "
-                         f"{min(probe, len(rows))} probed of {len(records)} records; reasons: {dict(sorted(reasons.items()))}")
+                         f"{min(probe, len(rows))} probed of {len(records)} records; "
+                         f"reasons: {dict(sorted(reasons.items()))}")
     kind = src.kind or (None if src.format == "llava" else "image")
     if kind is not None and not kinds[kind]:
         raise ValueError(f"data source {src.name!r} ({src.annotation}) declares kind {kind!r} but none of "
