@@ -322,6 +322,11 @@ class Benchmark:
         return self.official_priming if check_protocol(protocol) == "official" else ""
 
     # --- scoring -------------------------------------------------------------------------------------------
+    def scorer(self, cfg: Any) -> Callable[..., dict[str, Any]] | None:
+        """A judged benchmark's scoring step `(records, questions, out_dir, protocol) -> summary`, set up and its
+        judge checked at start-up (`vamba.evals.benchmarks.captions`); None: `aggregate` scores the letters."""
+        return None
+
     def gold(self, q: Question, protocol: str) -> str | None:
         """The gold letter under the protocol (benchmarks whose gold is option text override)."""
         return q.answer

@@ -1,4 +1,5 @@
-"""Summarise a Hydra multirun sweep: one row per run with its ablation settings, final loss and eval headline.
+"""Summarise a Hydra multirun sweep: one row per run with its ablation settings, final loss and eval headline (and what
+it measures: accuracy, or a caption metric such as G-VEval with its judge).
 
 python scripts/sweep_table.py outputs/sweeps/<sweep>      # or any folder holding run directories
 """
@@ -19,6 +20,14 @@ def _final_loss(run: Path) -> float | None:
     return float(losses[-1]) if losses else None
 
 
+def _metric(summary: dict) -> str:
+    """What the eval headline measures: accuracy, or a caption metric (naming its judge, or saying none was set)."""
+    if "metric" not in summary:
+        return "accuracy (%)" if summary else "–"
+    judge = summary.get("judge")
+    return f"{summary['metric']} ({judge['requested_model']})" if judge else f"{summary['metric']} (no judge)"
+
+
 def sweep_rows(root: str | Path) -> list[dict]:
     """Rows for every run directory (one with `config.yaml`) under `root`, sorted by run name."""
     rows = []
@@ -27,7 +36,7 @@ def sweep_rows(root: str | Path) -> list[dict]:
         cfg = yaml.safe_load(cfg_path.read_text())  # safe loader: these files are data
         vamba = (cfg.get("model") or {}).get("vamba") or {}
         summary = run / "eval" / "summary.json"
-        headline = json.loads(summary.read_text())["headline"] if summary.exists() else None
+        scored = json.loads(summary.read_text()) if summary.exists() else {}
         rows.append(
             {
                 "run": cfg.get("run_name", run.name),
@@ -35,17 +44,18 @@ def sweep_rows(root: str | Path) -> list[dict]:
                 "cross_attn_init": vamba.get("cross_attn_init", "self_attn"),
                 "distill": ((cfg.get("train") or {}).get("distill") or {}).get("coeff", 0.0),
                 "final_loss": _final_loss(run),
-                "accuracy": headline,
+                "metric": _metric(scored),
+                "score": scored.get("headline"),
             }
         )
     return sorted(rows, key=lambda r: str(r["run"]))
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| run | mixer | cross-attn init | distill λ | final loss | accuracy (%) |\n|---|---|---|---:|---:|---:|\n"
+    head = "| run | mixer | cross-attn init | distill λ | final loss | eval metric | score |\n|---|---|---|---:|---:|---|---:|\n"
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     return head + "".join(
         f"| {r['run']} | {r['mixer']} | {r['cross_attn_init']} | {r['distill']} | {fmt(r['final_loss'], '.3f')} | "
-        f"{fmt(r['accuracy'], '.1f')} |\n"
+        f"{r['metric']} | {fmt(r['score'], '.2f')} |\n"
         for r in rows
     )
