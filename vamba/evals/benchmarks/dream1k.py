@@ -2,8 +2,9 @@
 
 Annotation `DREAM-1k.jsonl` (`bytedance/tarsier`, Apache-2.0; `../shared/benchmarks/CAPTIONING.md` §2), in either
 format: current rows (`messages`: the user turn's text is the prompt, the assistant turn's `reference` the human
-description) or the older rows (`text.prompt` without its `<video>\\n`, `text.response`); both carry `dataset`
-(`DREAM/<source>`, five sources), `idx`, `vid` and `extra_info` (`events`, `n_subjects`, `n_shots`, `n_events`). A
+description) or the older rows (`text.prompt` without its `<video>\\n`, `text.response`; two sources named
+`DREAM/stock` and `DREAM/shorts` there, kept as written); both carry `dataset` (`DREAM/<source>`, five sources),
+`idx`, `vid` and `extra_info` (`events`, `n_subjects`, `n_shots`, `n_events`). A
 row's id is the official `<dataset>_<idx>`; its video is `<data_dir>/<vid>.mp4` (the gated `omni-research/DREAM-1K`
 archive, unzipped flat).
 
