@@ -274,7 +274,7 @@ def test_judge_client_retries_caches_and_replays(server, tmp_path, monkeypatch):
     sent = server.requests[-1]
     assert sent["body"] == {"model": "gpt-3.5-turbo-0125", "messages": msgs}  # AutoDQ sends no sampling parameter
     assert sent["headers"]["Authorization"] == f"Bearer {SECRET}" and sent["path"] == "/v1/chat/completions"
-    assert judge.chat(msgs).cached and len(server.requests) == 5  # the same attempt replays from disk
+    assert judge.chat(msgs).text == reply.text and len(server.requests) == 5  # the same attempt: from disk
     judge.chat(msgs, attempt=1)  # a re-ask samples again
     assert len(server.requests) == 6
     cache_text = "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))

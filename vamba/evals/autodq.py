@@ -1,15 +1,12 @@
 """AutoDQ, DREAM-1K's caption metric, exactly as the official scorer (`bytedance/tarsier` @ 63de87a,
-`evaluation/metrics/evaluate_dream_gpt.py`; the rules, line by line, in `../shared/benchmarks/CAPTIONING.md` §3).
+`evaluation/metrics/evaluate_dream_gpt.py`; its rules line by line in `../shared/benchmarks/CAPTIONING.md` §3).
 
-Per video: both descriptions are lowercased; the caption's events are extracted by the judge (its `"` made `'`;
-the reference's events come from the annotation); recall is the share of reference events the caption entails,
-precision the share of caption events the reference entails, and only "entailment" counts on both sides. An empty
-event list is replaced by the other description (the judge is still asked) and scores 1.0 whatever it says. A judge
-reply that does not parse or validate (the clean-up below, in the official order; event counts matched by position
-only) is asked again, up to 10 times; a video still failing is excluded from every average and counted as failed.
-A source's F1 is 2RP/(R+P) of its averaged R and P; OVERALL takes the mean of the sources' R and P; bucket tables by
-subjects / shots / events average over all successful videos of a bucket. The prompts are the official bytes,
-typos included ("Bellow", "Requirements\\n:"); a test checks their sha256.
+Per video, both descriptions lowercased: the judge extracts the caption's events (the reference's are the file's);
+recall = share of reference events the caption entails, precision = share of caption events the reference entails,
+only "entailment" counting; an empty list is sent as the other description and scores 1.0. A reply that fails the
+official clean-up and checks (in its order; counts matched by position only) is asked again, 10 tries in all; a
+video still failing is excluded and counted. F1 per source from its mean R and P; OVERALL from the mean of the
+sources' R and P; bucket tables by subjects / shots / events. The prompts are the official bytes, typos included.
 """
 
 from __future__ import annotations
@@ -54,20 +51,17 @@ ENTAIL_TEMPLATE = (
     "Output a JSON formed as:\n"
     "{\n"
     "  \"events\": [\n"
-    "    {\"event\": \"copy an event here\", \"relationship\": \"put class name here\",  \"reason\": \"give your reason "
-    "here\"},\n"
+    "    {\"event\": \"copy an event here\", \"relationship\": \"put class name here\",  "
+    "\"reason\": \"give your reason here\"},\n"
     "    ...\n"
     "  ]\n"
     "}\n\n"
     "DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR EXPLANATION. Only output the JSON. Output:"
 )
-#: The official bucket keys (`eval(f"{n}{key}")` there).
-BUCKETS = {
-    "subjects": {"<=1": lambda n: n <= 1, "==2": lambda n: n == 2, "==3": lambda n: n == 3, ">=4": lambda n: n >= 4},
-    "shots": {"<=1": lambda n: n <= 1, "==2": lambda n: n == 2, "==3": lambda n: n == 3, ">=4": lambda n: n >= 4},
-    "events": {"<=3": lambda n: n <= 3, "in [4, 5]": lambda n: n in [4, 5], "in [6, 7]": lambda n: n in [6, 7],
-               ">=8": lambda n: n >= 8},
-}
+_FOUR = {"<=1": lambda n: n <= 1, "==2": lambda n: n == 2, "==3": lambda n: n == 3, ">=4": lambda n: n >= 4}
+BUCKETS = {"subjects": _FOUR, "shots": _FOUR, "events": {  # the official keys (`eval(f"{n}{key}")` there)
+    "<=3": lambda n: n <= 3, "in [4, 5]": lambda n: n in [4, 5], "in [6, 7]": lambda n: n in [6, 7],
+    ">=8": lambda n: n >= 8}}
 
 
 class Failed(Exception):
@@ -114,16 +108,13 @@ def parse_entailment(reply: str, events: list[str]) -> tuple[int, list[Any]]:
     the wrong count (0 events take exactly 0 or 1 item) or a label outside entailment|neutral|contradiction."""
     try:
         filled = json.loads(clean_entailment(reply))["events"]
-        if not (len(events) == len(filled) or (len(events) == 0 and len(filled) == 1)):
-            raise ValueError(f"{len(filled)} items for {len(events)} events")
         labels = [e["relationship"].strip().lower() for e in filled]
-    except ValueError:
-        raise
-    except Exception as e:
+    except Exception as e:  # not JSON, a missing key, an item that is not an object: re-asked, as there
         raise ValueError(f"invalid reply ({type(e).__name__}: {e})") from None
-    bad = [label for label in labels if label not in LABELS]
-    if bad:
-        raise ValueError(f"unknown relationship {bad[0]!r}")
+    if not (len(events) == len(filled) or (len(events) == 0 and len(filled) == 1)):
+        raise ValueError(f"{len(filled)} items for {len(events)} events")
+    if any(label not in LABELS for label in labels):
+        raise ValueError(f"a relationship outside {LABELS}: {labels}")
     return sum(label == "entailment" for label in labels), filled
 
 
@@ -183,39 +174,32 @@ def _rpf(results: list[dict[str, Any]]) -> dict[str, float]:
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The official tables from per-video results (`score_video`; duplicates of an idx: the first wins): per source
     (sorted) F1 / recall / precision / success / failed, OVERALL (mean of the sources' R and P), and buckets."""
-    seen: set[str] = set()
     ok: dict[str, list] = defaultdict(list)
     failed: Counter[str] = Counter()
-    for r in results:
-        if r["idx"] not in seen:
-            seen.add(r["idx"])
-            (ok[r["dataset"]].append(r) if r["success"] else failed.update([r["dataset"]]))
+    for r in {r["idx"]: r for r in reversed(results)}.values():
+        (ok[r["dataset"]].append(r) if r["success"] else failed.update([r["dataset"]]))
     sources = {s: {**_rpf(ok[s]), "success": len(ok[s]), "failed": failed[s]} for s in sorted(ok)}
     r, p = _mean([s["recall"] for s in sources.values()]), _mean([s["precision"] for s in sources.values()])
     overall = {"f1": f1(r, p), "recall": r, "precision": p, "success": sum(len(v) for v in ok.values()),
                "failed": sum(failed.values())}
     done = [x for v in ok.values() for x in v]
-    buckets = {}
-    for name, keys in BUCKETS.items():
-        members = {k: [x for x in done if f"n_{name}" in x["extra_info"] and rule(x["extra_info"][f"n_{name}"])]
-                   for k, rule in keys.items()}
-        buckets[name] = {k: {**_rpf(v), "count": len(v)} for k, v in members.items()}
+    in_bucket = {name: {k: [x for x in done if rule(x["extra_info"].get(f"n_{name}", math.nan))]
+                        for k, rule in keys.items()} for name, keys in BUCKETS.items()}
+    buckets = {name: {k: {**_rpf(v), "count": len(v)} for k, v in keys.items()} for name, keys in in_bucket.items()}
     return {"sources": sources, "overall": overall, "buckets": buckets}
 
 
 def table_lines(tables: dict[str, Any]) -> list[str]:
     """The official result table and bucket tables (values rounded to 3 decimals, as printed there)."""
-    def cell(v: float) -> str:
-        return "nan" if math.isnan(v) else f"{round(v, 3)}"
+    def cells(*values: Any) -> str:
+        return "| " + " | ".join("nan" if isinstance(v, float) and math.isnan(v) else str(
+            round(v, 3) if isinstance(v, float) else v) for v in values) + " |"
 
-    lines = ["| Task | F1 Score | Action Recall | Action Precision | Success | Failed |", "|---|---:|---:|---:|---:|---:|"]
-    for name, row in [*tables["sources"].items(), ("OVERALL", tables["overall"])]:
-        lines.append(f"| {name} | {cell(row['f1'])} | {cell(row['recall'])} | {cell(row['precision'])} | "
-                     f"{row['success']} | {row['failed']} |")
-    for name, cells in tables["buckets"].items():
-        lines += ["", f"By number of {name}:", "", "| Score | " + " | ".join(cells) + " |",
-                  "|---|" + "---:|" * len(cells)]
-        for label, key in (("Recall", "recall"), ("Precision", "precision"), ("F1", "f1")):
-            lines.append(f"| {label} | " + " | ".join(cell(c[key]) for c in cells.values()) + " |")
-        lines.append("| Count | " + " | ".join(str(c["count"]) for c in cells.values()) + " |")
+    lines = [cells("Task", "F1 Score", "Action Recall", "Action Precision", "Success", "Failed"), "|---" * 6 + "|"]
+    lines += [cells(name, *(row[k] for k in ("f1", "recall", "precision", "success", "failed")))
+              for name, row in [*tables["sources"].items(), ("OVERALL", tables["overall"])]]
+    for name, b in tables["buckets"].items():
+        lines += ["", f"By number of {name}:", "", cells("Score", *b), "|---" * (len(b) + 1) + "|"]
+        lines += [cells(label, *(c[label.lower()] for c in b.values())) for label in ("Recall", "Precision", "F1")]
+        lines.append(cells("Count", *(c["count"] for c in b.values())))
     return lines

@@ -323,8 +323,7 @@ class Benchmark:
 
     # --- scoring -------------------------------------------------------------------------------------------
     def scorer(self, cfg: Any) -> Callable[..., dict[str, Any]] | None:
-        """A judged benchmark's scoring step `(records, questions, out_dir, protocol) -> summary`, set up and its
-        judge checked at start-up (`vamba.evals.benchmarks.captions`); None: `aggregate` scores the letters."""
+        """A judged benchmark's `(records, questions, out_dir, protocol) -> summary`, its judge checked now; or None."""
         return None
 
     def gold(self, q: Question, protocol: str) -> str | None:

@@ -1,16 +1,11 @@
-"""G-VEval (Tong et al., arXiv 2412.13647; code `ztangaj/gveval` @ fee3fd7, rules in
-`../shared/benchmarks/CAPTIONING.md` §5): a caption scored 0-100 by the judge, read from its logprobs, not its text.
-
-The score is the expected value of the token after the first generated token containing `$` (ACCR, for videos: after
-`α` accuracy, `β` completeness, `ψ` conciseness, `δ` relevance; the final score is their mean) under the judge's
-top-5 logprobs, keeping only the tokens "0".."100" and renormalising. Messages: one user message with the prompt and
-the picture (an image's file bytes, detail low; a video as one 1536x512 picture of 3 frames, detail high), or, with
-no picture, one system message. A reply that gives no score is asked again, 3 tries in all; a sample still without
-one is dropped and counted. The official client also waits out rate limits without bound: ours retries them with
-backoff (`judge.max_retries`), then counts the try.
-
-The repository has no licence: its prompt files are read from the user's checkout (`judge.gveval_prompts`) and
-checked byte for byte against the sizes and sha256 below (CAPTIONING.md §5.1) before use; none is copied here.
+"""G-VEval (arXiv 2412.13647; `ztangaj/gveval` @ fee3fd7; CAPTIONING.md §5): a caption scored 0-100 from the judge's
+logprobs: the expected value of the token after the first token containing `$` (ACCR, videos: after α accuracy,
+β completeness, ψ conciseness, δ relevance, then their mean) over its top-5 alternatives "0".."100", renormalised.
+One user message holds the prompt and the picture (an image's file bytes, detail low; a video's 3-frame 1536x512
+picture, detail high), or one system message without a picture. No score: asked again, 3 tries in all, then the
+sample is dropped and counted (rate limits: retried with backoff by the client, where the official one waits
+forever). The repository has no licence: its prompt files are read from the user's checkout and must match the sizes
+and sha256 below byte for byte; none is copied here.
 """
 
 from __future__ import annotations
@@ -93,8 +88,8 @@ def expected_score(content: list[dict[str, Any]], marker: str = "$") -> float:
     at = next((i for i, t in enumerate(content) if marker in t["token"]), None)
     if at is None or at + 1 >= len(content):
         raise ValueError(f"no token after a {marker!r} in the reply")
-    probs = {t["token"]: math.exp(t["logprob"]) for t in content[at + 1].get("top_logprobs") or []}
-    probs = {k: p for k, p in probs.items() if k in _NUMBERS}
+    probs = {t["token"]: math.exp(t["logprob"]) for t in content[at + 1].get("top_logprobs") or []
+             if t["token"] in _NUMBERS}
     if not probs:
         raise ValueError(f"no score token 0-100 among the top logprobs after {marker!r}")
     return sum(int(k) * p for k, p in probs.items()) / sum(probs.values())
@@ -104,10 +99,9 @@ def score_reply(reply: Reply, accr: bool) -> dict[str, Any]:
     """{score, (accr: the four), reason} of one judge reply; ValueError when it carries no score."""
     if not reply.logprobs:
         raise ValueError("the judge returned no logprobs")
-    if not accr:
-        return {"score": expected_score(reply.logprobs), "reason": reply.text}
-    parts = {k: expected_score(reply.logprobs, m) for k, m in ACCR.items()}
-    return {"score": sum(parts.values()) / 4, "accr": parts, "reason": reply.text}
+    parts = {k: expected_score(reply.logprobs, m) for k, m in ACCR.items()} if accr else {}
+    return {"score": sum(parts.values()) / 4 if accr else expected_score(reply.logprobs), "reason": reply.text,
+            **({"accr": parts} if accr else {})}
 
 
 def score_sample(judge: Judge, prompt: str, picture: bytes | None, detail: str, accr: bool) -> dict[str, Any]:
@@ -122,10 +116,9 @@ def score_sample(judge: Judge, prompt: str, picture: bytes | None, detail: str, 
 
 
 def composite(path: str | Path) -> bytes:
-    """The official picture of a video (`utils.video2imgs`), as PNG bytes: frames `linspace(0, n-1, 4)[:3]`, each
-    resized to 512x462 (bilinear without antialiasing, as `cv2.resize`) above a 50 px white bar labelled
-    "Frame k", side by side (1536x512). Against the repository's own `processed_videos/video1.png` the frames differ
-    by at most 1 (mean 0.07 per value); the label is drawn in Pillow's font, not OpenCV's Hershey font."""
+    """The official picture of a video (`utils.video2imgs`), PNG: frames `linspace(0, n-1, 4)[:3]`, each resized to
+    512x462 (bilinear, no antialiasing: `cv2.resize`) above a white 50 px bar "Frame k", side by side. Against the
+    repository's `processed_videos/video1.png` frames differ by at most 1; the label font is Pillow's, not Hershey."""
     import torch
     from PIL import Image, ImageDraw, ImageFont
 
@@ -142,8 +135,7 @@ def composite(path: str | Path) -> bytes:
     for k, panel in enumerate(panels):
         canvas.paste(Image.fromarray(panel), (512 * k, 0))
         draw.text((512 * k + 10, 462 + 35), f"Frame {k + 1}", fill="black", font=font, anchor="ls", stroke_width=1)
-    buf = io.BytesIO()
-    canvas.save(buf, "PNG")
+    canvas.save(buf := io.BytesIO(), "PNG")
     return buf.getvalue()
 
 

@@ -1,49 +1,37 @@
-"""One client for LLM judges: any OpenAI-compatible chat-completions endpoint (OpenAI, Azure OpenAI, a local vLLM or
-SGLang server), shared by the caption metrics (`vamba.evals.autodq`, `vamba.evals.gveval`).
-
-Why our own (stdlib HTTP, no SDK): a metric must send exactly its official request ("not sent" is not 0: official
-AutoDQ sends no temperature), every call must be replayable from disk, and every report must say who judged. So:
-
-- a metric gives a preset (model and sampling); `judge.model` / `judge.temperature` override it, and the report
-  names the requested model, the model the endpoint reported, the endpoint kind and the settings sent;
-- every reply is cached, content-addressed: sha256 of the canonical JSON of (endpoint kind, model, messages,
-  sampling, metric, attempt). A metric's re-ask has the next attempt number, so it samples again, and a replay
-  gives the same sequence; `cache_only` replays and fails on a miss (CI, re-scoring without a key);
-- 429 / 5xx / timeouts / dropped connections / a body that is not a completion are retried with exponential backoff
-  and jitter (`max_retries`); other HTTP errors fail the call at once; the metric decides what a failed call means;
-- `map` runs samples in a thread pool of `concurrency` workers, which bounds the calls in flight;
-- the key is read from the environment variable `api_key_env`, only ever sent in a header, and masked out of any
-  error text that might echo it.
+"""One client for LLM judges: any OpenAI-compatible chat-completions endpoint (OpenAI, Azure, a local vLLM or SGLang
+server), for the caption metrics. Stdlib HTTP, so that: a metric's preset (model, sampling) is sent exactly ("not
+sent" is not 0: AutoDQ sends no temperature) and every report names the requested and reported model, endpoint,
+settings, calls and tokens; every reply is cached by sha256 of (endpoint kind, model, messages, sampling, metric,
+attempt), so a re-ask (the next attempt) samples again and a replay repeats the sequence (`cache_only`: replay only,
+a miss fails); 429 / 5xx / timeouts / dropped connections / non-completions are retried with exponential backoff and
+jitter, other HTTP errors fail the call; `map` judges `concurrency` samples at a time; the key, from
+`$<api_key_env>`, only goes into a header and is masked out of error text.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import random
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class JudgeConfig:
-    """`judge.*` of `vamba eval`: which LLM judges caption benchmarks (unset base_url: captions are generated, not
-    scored)."""
+    """`judge.*` of `vamba eval`: the LLM judge of caption benchmarks (no base_url: captions are left unscored)."""
 
     base_url: str | None = None  # https://api.openai.com/v1, http://127.0.0.1:8000/v1 (vLLM/SGLang), Azure endpoint
-    model: str | None = None  # default: the metric's official judge (AutoDQ gpt-3.5-turbo-0125, G-VEval gpt-4o-2024-05-13)
+    model: str | None = None  # default: the metric's official judge (gpt-3.5-turbo-0125 / gpt-4o-2024-05-13)
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never a config value)
     api_version: str | None = None  # Azure OpenAI: its api-version (`model` is then the deployment name)
     temperature: float | None = None  # None: the metric's preset (AutoDQ sends none, G-VEval 1); a value is labelled
@@ -71,8 +59,6 @@ class Reply:
     text: str
     logprobs: list[dict[str, Any]] | None = None  # [{token, logprob, top_logprobs: [{token, logprob}]}]
     model: str = ""
-    usage: dict[str, int] = field(default_factory=dict)
-    cached: bool = False
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504} | set(range(520, 530))
@@ -93,16 +79,12 @@ class Judge:
         self.url = (f"{self.base}/openai/deployments/{self.model}/chat/completions?api-version={cfg.api_version}"
                     if cfg.api_version else f"{self.base}/chat/completions")
         self.cache = Path(cfg.cache_dir or cache_dir)
+        self.configured = bool(self.base) or cfg.cache_only  # else: no judge, captions are left unscored
         self._key = os.environ.get(cfg.api_key_env) or None
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.reported: set[str] = set()
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.base) or self.cfg.cache_only
-
-    # -- identity and start-up ----------
     def identity(self) -> dict[str, Any]:
         """Who judged and at what cost (never the key)."""
         return {"metric": self.metric, "requested_model": self.model, "reported_models": sorted(self.reported),
@@ -123,9 +105,8 @@ class Judge:
                                  f"(HTTP {e.code})") from None
         except (URLError, OSError, http.client.HTTPException) as e:
             raise JudgeError(f"judge endpoint {self.base} cannot be reached ({self._mask(getattr(e, 'reason', e))});"
-                             f" check judge.base_url (a dry run, or a run without judge.base_url that generates captions unscored, needs no judge)") from None
+                             f" check judge.base_url (a dry run, or a run without it, needs no judge)") from None
 
-    # -- calls ----------
     def chat(self, messages: list[dict[str, Any]], attempt: int = 0) -> Reply:
         """The judge's reply to `messages` (the metric's `attempt`-th ask of them), from the cache when there."""
         request = {"endpoint": self.kind, "model": self.model, "messages": messages, "sampling": self.sampling,
@@ -137,7 +118,7 @@ class Judge:
             self._count(cache_hits=1)
             if "error" in hit:
                 raise JudgeError(hit["error"])
-            return self._reply(hit["response"], cached=True)
+            return self._reply(hit["response"])
         if self.cfg.cache_only:
             raise CacheMiss(f"judge.cache_only: no cached reply {path} ({self.metric}, attempt {attempt})")
         entry: dict[str, Any] = {"request": {**request, "messages": _digest_media(messages)}, "created": time.time()}
@@ -186,14 +167,14 @@ class Judge:
                 why = "malformed reply (not a chat completion)"
         raise JudgeError(f"judge {self.base}: gave up after {self.cfg.max_retries + 1} tries (last: {why})")
 
-    def _reply(self, out: dict[str, Any], cached: bool = False) -> Reply:
+    def _reply(self, out: dict[str, Any]) -> Reply:
         choice, usage = out["choices"][0], out.get("usage") or {}
         self._count(prompt_tokens=int(usage.get("prompt_tokens") or 0),
                     completion_tokens=int(usage.get("completion_tokens") or 0))
         with self._lock:
             self.reported.add(str(out.get("model", "")))
         return Reply(text=choice["message"].get("content") or "", logprobs=(choice.get("logprobs") or {}).get(
-            "content"), model=str(out.get("model", "")), usage=usage, cached=cached)
+            "content"), model=str(out.get("model", "")))
 
     def _headers(self) -> dict[str, str]:
         auth = {} if not self._key else {"api-key": self._key} if self.cfg.api_version else {
@@ -209,13 +190,12 @@ class Judge:
 
 
 def _digest_media(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages as stored in a cache entry: inline images replaced by their sha256 (the key covers them whole)."""
+    """The messages as a cache entry stores them: inline images as their sha256 (the key covers them whole)."""
     def item(x: Any) -> Any:
-        url = (x.get("image_url") or {}).get("url", "") if isinstance(x, dict) else ""
-        return {**x, "image_url": {**x["image_url"], "url": "sha256:" + sha256(url.encode()).hexdigest()}} \
-            if url.startswith("data:") else x
+        url = x.get("image_url", {}).get("url", "") if isinstance(x, dict) else ""
+        return {**x, "image_url": {**x["image_url"], "url": "sha256:" + sha256(url.encode()).hexdigest()}} if url else x
 
-    return [{**m, "content": [item(x) for x in m["content"]]} if isinstance(m.get("content"), list) else m
+    return [{**m, "content": [item(x) for x in m["content"]]} if isinstance(m["content"], list) else m
             for m in messages]
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from tqdm import tqdm
@@ -94,8 +93,7 @@ class EvalConfig:
     # Under torchrun: ranks per video. The W ranks of a group split each video along time (vamba.parallel) and keep
     # only their slice's keys/values, so a video is not limited by one GPU's memory; W divides the world size.
     context_parallel: int = 1
-    # The LLM judge of caption benchmarks (dream1k: AutoDQ, captions: G-VEval): judge.base_url=<endpoint>, key from
-    # $OPENAI_API_KEY (judge.api_key_env), judge.cache_only=true replays (`vamba.evals.judge.JudgeConfig`)
+    # caption benchmarks' LLM judge (dream1k: AutoDQ, captions: G-VEval): `vamba.evals.judge.JudgeConfig`
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -113,16 +111,10 @@ class VideoAnswerer:
     def load_frames(self, path: Path, q):
         """`VideoFrames` of the question's video as the protocol samples and resizes them; the command line's
         frame fields win, and a `frames.mode` given there replaces the protocol's sampler."""
-        from ..data.video import load_video
+        from ..data.video import load_video, read_image
 
         if q.extra.get("image"):  # a still image (caption sets): read whole; the processor sizes it as in training
-            from PIL import Image
-
-            try:
-                with Image.open(path) as im:
-                    return SimpleNamespace(frames=np.asarray(im.convert("RGB")), indices=None, fps=None)
-            except OSError as e:
-                raise ValueError(f"unreadable image {path} ({e})") from None
+            return SimpleNamespace(frames=read_image(path), indices=None, fps=None)
         spec = self.bench.frame_spec(q, self.settings)
         if self.frames.mode is not None:
             spec = replace(spec, sampler=None)

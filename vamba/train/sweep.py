@@ -20,14 +20,6 @@ def _final_loss(run: Path) -> float | None:
     return float(losses[-1]) if losses else None
 
 
-def _metric(summary: dict) -> str:
-    """What the eval headline measures: accuracy, or a caption metric (naming its judge, or saying none was set)."""
-    if "metric" not in summary:
-        return "accuracy (%)" if summary else "–"
-    judge = summary.get("judge")
-    return f"{summary['metric']} ({judge['requested_model']})" if judge else f"{summary['metric']} (no judge)"
-
-
 def sweep_rows(root: str | Path) -> list[dict]:
     """Rows for every run directory (one with `config.yaml`) under `root`, sorted by run name."""
     rows = []
@@ -37,6 +29,7 @@ def sweep_rows(root: str | Path) -> list[dict]:
         vamba = (cfg.get("model") or {}).get("vamba") or {}
         summary = run / "eval" / "summary.json"
         scored = json.loads(summary.read_text()) if summary.exists() else {}
+        judge = scored.get("judge")  # a caption metric names its judge; accuracy has none
         rows.append(
             {
                 "run": cfg.get("run_name", run.name),
@@ -44,7 +37,8 @@ def sweep_rows(root: str | Path) -> list[dict]:
                 "cross_attn_init": vamba.get("cross_attn_init", "self_attn"),
                 "distill": ((cfg.get("train") or {}).get("distill") or {}).get("coeff", 0.0),
                 "final_loss": _final_loss(run),
-                "metric": _metric(scored),
+                "metric": scored.get("metric", "accuracy (%)" if scored else "–") + (
+                    f" ({judge['requested_model']})" if judge else " (no judge)" if "metric" in scored else ""),
                 "score": scored.get("headline"),
             }
         )
@@ -52,7 +46,7 @@ def sweep_rows(root: str | Path) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| run | mixer | cross-attn init | distill λ | final loss | eval metric | score |\n|---|---|---|---:|---:|---|---:|\n"
+    head = "| run | mixer | cross-attn init | distill λ | final loss | eval | score |\n|---|---|---|--:|--:|---|--:|\n"
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     return head + "".join(
         f"| {r['run']} | {r['mixer']} | {r['cross_attn_init']} | {r['distill']} | {fmt(r['final_loss'], '.3f')} | "

@@ -1,23 +1,17 @@
 """Caption benchmarks: a caption per image or video, scored after generation by an LLM judge (`vamba.evals.judge`).
 
-`benchmark=captions` scores any caption set with G-VEval (`vamba.evals.gveval`):
-`vamba eval benchmark=captions data_dir=<folder> annotation=<file.jsonl> judge.base_url=<endpoint>
-judge.gveval_prompts=<checkout of ztangaj/gveval> [judge.gveval_mode=ref-only|ref-free|combined judge.accr=true]`.
-One JSON object per line: `id`, exactly one of `image` / `video` (relative to data_dir, or absolute), `references`
-(a list of strings; a training caption file's single `caption` is read as one reference, so the distillation sweep
-can score captions of its own data) and optionally `prompt` (default: "Describe the video in detail." for a video,
-the training captions' "Describe the image." for an image). Images are read whole and given to the model as
-training gives them; videos are read as 16 frames including the first and last (Tarsier2's sampler); greedy, 512 new
-tokens, under both protocols. The judge is checked at start-up; without `judge.base_url` (and not `judge.cache_only`)
-the captions are generated and the report says they are not scored. Generation runs like every benchmark
-(resumable, sharded under torchrun); rank 0 judges when all ranks are done.
+`benchmark=captions annotation=<file.jsonl>` scores with G-VEval (`judge.gveval_prompts=<checkout of ztangaj/gveval>`,
+`judge.gveval_mode`, `judge.accr`); per line `id`, one of `image` / `video` (under data_dir, or absolute),
+`references` (a training caption file's `caption` is one reference: the distillation sweep scores its own data) and
+optional `prompt` (default "Describe the video in detail." / training's "Describe the image."). Images are read whole,
+as in training; videos as 16 frames with the first and last (Tarsier2's sampler); greedy, 512 new tokens. The judge
+is checked at start-up; without one captions are generated unscored. Rank 0 judges after every rank is done.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +22,14 @@ from vamba.evals import gveval
 from vamba.evals.benchmark import AnnotationError, Benchmark, Question, check_unique, read_jsonl
 from vamba.evals.judge import Judge, report_lines
 from vamba.evals.protocol import PROTOCOLS, Settings
+from vamba.evals.report import atomic_write
 
 VIDEO_PROMPT = "Describe the video in detail."
 
 
 def tarsier_indices(total: int, n: int) -> np.ndarray:
-    """Tarsier2's `sample_frame_indices`: `round(i * (total - 1) / (n - 1))`, first and last frame included (Python's
-    round, halves to even)."""
+    """Tarsier2's `sample_frame_indices`, first and last frame included (Python's round: halves to even)."""
     return np.asarray([0] if n == 1 else [round(i * (total - 1) / (n - 1)) for i in range(n)], dtype=np.int64)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Captions(Benchmark):
@@ -53,7 +40,6 @@ class Captions(Benchmark):
     official_rule_text = ("G-VEval (ztangaj/gveval): the 0-100 score expected under the judge's top-5 logprobs; "
                           "samples without a score after 3 tries dropped and counted; mean over scored samples")
 
-    # -- loading ----------
     def load(self, data_dir: Path, annotation: Path | None = None) -> list[Question]:
         path = self.annotation_path(data_dir, annotation)
         questions = []
@@ -79,21 +65,17 @@ class Captions(Benchmark):
                         options=[], answer=None, categories={"kind": [kind]},
                         extra={"image": kind == "image", "references": refs})
 
-    # -- generation ----------
     def sampler(self, q: Question, settings: Settings, frames: int):
         if settings.sampler == "tarsier":
             return lambda total, fps: tarsier_indices(total, frames)
         return super().sampler(q, settings, frames)
 
-    def official_prompt(self, q: Question) -> str:
+    def prompt(self, q: Question, protocol: str = "official", subtitles: str | None = None) -> str:
         return q.question
-
-    release_prompt = official_prompt
 
     def extract(self, response: str | None, q: Question, protocol: str = "official") -> str | None:
         return None  # a caption has no letter; the judge scores it
 
-    # -- scoring ----------
     judge_preset: dict[str, Any] = gveval.JUDGE
 
     def scorer(self, cfg: Any):
@@ -110,8 +92,9 @@ class Captions(Benchmark):
         if not j.gveval_prompts:
             raise ValueError(f"benchmark={self.name} scores with G-VEval, whose prompt files are read from your "
                              f"checkout of https://github.com/ztangaj/gveval: set judge.gveval_prompts=<folder>")
-        return {"mode": j.gveval_mode, "accr": j.accr, "prompts": {
-            v: gveval.load_prompt(j.gveval_prompts, gveval.prompt_name(v, j.gveval_mode, j.accr)) for v in ("img", "vid")}}
+        names = {v: gveval.prompt_name(v, j.gveval_mode, j.accr) for v in ("img", "vid")}
+        return {"mode": j.gveval_mode, "accr": j.accr,
+                "prompts": {v: gveval.load_prompt(j.gveval_prompts, name) for v, name in names.items()}}
 
     def summary(self, judge: Judge, records: list, protocol: str, headline: float | None, lines: list[str],
                 **extra: Any) -> dict[str, Any]:
@@ -120,10 +103,10 @@ class Captions(Benchmark):
         if not judge.configured:
             lines = ["Not scored: no judge configured (set judge.base_url=<endpoint>, or judge.cache_only=true to "
                      "replay a cache). The captions are in results.jsonl."]
-        errors = [r["qid"] for r in records if r.get("error")]
         return {"benchmark": self.name, "scoring": protocol, "rule": rule, "metric": self.metric,
                 "headline": None if headline is None or math.isnan(headline) else headline, "questions": len(records),
-                "errors": len(errors), "judge": judge.identity() if judge.configured else None, **extra,
+                "errors": sum(bool(r.get("error")) for r in records),
+                "judge": judge.identity() if judge.configured else None, **extra,
                 "lines": [*lines, "", *(report_lines(judge.identity()) if judge.configured else [])]}
 
     def score(self, judge: Judge, ctx: dict[str, Any], data_dir: Path, records: list, by_id: dict[str, Question],
@@ -145,7 +128,7 @@ class Captions(Benchmark):
                                                         ctx["accr"] and not image)}
 
         results = judge.map(one, todo)
-        write_atomic(out / "gveval_records.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+        atomic_write(out / "gveval_records.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
         stats = gveval.summarize(results, ctx["mode"], ctx["accr"])
         accr = ", ".join(f"{k} {v:.2f}" for k, v in stats.get("accr", {}).items())
         lines = [f"**G-VEval ({stats['mode']}{', ACCR' if ctx['accr'] else ''}): {stats['score']:.2f}** over "
