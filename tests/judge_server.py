@@ -12,7 +12,8 @@ official prompts ask and as the OpenAI chat-completions API returns them:
 
 `faults`: popped one per request before normal handling: an int HTTP status (429, 500, ...), "malformed" (200 with a
 body that is not JSON), "drop" (close the connection without a reply), "nologprobs", or "text:<content>" (that reply).
-`requests` keeps every request (path, headers, JSON body). `key`: when set, other keys get 401.
+A prompt containing "unjudgeable" always gets a reply no metric can parse. `requests` keeps every request (path,
+headers, JSON body). `key`: when set, other keys get 401.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def gveval_reply(prompt: str) -> tuple[str, list[dict]]:
     content = [{"token": t, "logprob": -0.01, "top_logprobs": [{"token": t, "logprob": -0.01}]} for t in tokens]
     for i, t in enumerate(tokens):
         if t == "85":
-            content[i] = {"token": "85", "logprob": TOP5[0][1], "top_logprobs": [{"token": a, "logprob": b} for a, b in TOP5]}
+            content[i] = {"token": "85", "logprob": TOP5[0][1],
+                          "top_logprobs": [{"token": a, "logprob": b} for a, b in TOP5]}
     return "".join(tokens), content
 
 
@@ -128,6 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
         logprobs = None
         if isinstance(fault, str) and fault.startswith("text:"):
             text = fault[5:]
+        elif "unjudgeable" in prompt:  # a prompt this judge never answers usefully
+            text = "I cannot judge this."
         elif body.get("logprobs"):
             text, content = gveval_reply(prompt)
             logprobs = None if fault == "nologprobs" else {"content": content}

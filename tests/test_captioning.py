@@ -154,7 +154,8 @@ def test_entailment_reply_cleanup_matches_the_official_code(case):
 
 
 @pytest.mark.parametrize("reply", [
-    "{'events': ['A man walks.', 'A dog runs.']}", '```python\n{"events": ["a", "b",]}\n```', '```json\n{"events": []}```',
+    "{'events': ['A man walks.', 'A dog runs.']}", '```python\n{"events": ["a", "b",]}\n```',
+    '```json\n{"events": []}```',
     '{"events": ["a"], "ok": true}', "{'events': [1, 2]}", "{'events': ('a',)}", "events: a, b", " ```json\n{}```",
     "{'events': ['a', 2]}", '{"events": null}'])
 def test_event_extraction_reply_matches_the_official_code(reply):
@@ -449,7 +450,8 @@ def test_dream1k_end_to_end_through_the_local_judge(checkpoints, synthetic_data,
     assert len(infos) == 5 and {i["idx"] for i in infos} == set(records)
     assert next(i for i in infos if i["idx"] == "DREAM/vertical_video_401")["pred"] == "<error>"
     # predictions in the official record format: the annotation row with the caption in the assistant turn
-    rows = {f"{r['dataset']}_{r['idx']}": r for r in map(json.loads, (data / "DREAM-1k.jsonl").read_text().splitlines())}
+    annotation = (data / "DREAM-1k.jsonl").read_text().splitlines()
+    rows = {f"{r['dataset']}_{r['idx']}": r for r in map(json.loads, annotation)}
     for pred in map(json.loads, (out / "predictions" / "predictions.jsonl").read_text().splitlines()):
         qid = f"{pred['dataset']}_{pred['idx']}"
         caption = pred["messages"][-1]["content"][-1].pop("text")
@@ -534,3 +536,17 @@ def test_gveval_with_the_official_prompt_files(server, tmp_path):
     out = gveval.score_sample(judge, prompt, b"picture", "high", accr=True)
     assert out["score"] == pytest.approx(EXPECTED_83) and "α{{accuracy_score}}α" in \
         server.requests[-1]["body"]["messages"][0]["content"][0]["text"]
+
+
+def test_the_distillation_sweep_passes_judge_settings_to_its_eval():
+    from omegaconf import OmegaConf
+
+    from vamba.cli import _dotted
+    from vamba.config import compose
+
+    cfg = compose("train", ["+sweep=distill_lambda", "eval_after.benchmark=captions", "+eval_after.annotation=h.jsonl",
+                            "+eval_after.judge.base_url=http://127.0.0.1:8000/v1", "+eval_after.judge.accr=true"])
+    overrides = [f"{k}={v}" for k, v in _dotted(OmegaConf.to_container(cfg.eval_after))]  # as `vamba train` does
+    assert "judge.base_url=http://127.0.0.1:8000/v1" in overrides
+    scored = compose("eval", [*overrides, "model.path=x"])
+    assert (scored.benchmark, scored.judge.base_url, scored.judge.accr) == ("captions", "http://127.0.0.1:8000/v1", True)
