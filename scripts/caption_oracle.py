@@ -1,7 +1,8 @@
 """Our AutoDQ and G-VEval against the official code, both talking to the same local judge (tests/judge_server.py).
 
     python scripts/caption_oracle.py --tarsier <checkout of bytedance/tarsier> --gveval <checkout of ztangaj/gveval> \
-        --official-python <python with openai pathos func-timeout prettytable pandas opencv-python-headless python-dotenv>
+        --official-python <python with: openai pathos func-timeout prettytable pandas opencv-python-headless
+                           python-dotenv>
 
 AutoDQ: 1,000 DREAM-1K rows (the annotation file of the Tarsier checkout) get made-up captions (some failing on
 purpose, some "<error>"), which `vamba.evals.benchmarks.dream1k` scores and writes as official prediction records;
@@ -57,7 +58,8 @@ PRED, REFS = "A man is playing a guitar.", ["A person is playing a musical instr
 
 def autodq_check(args, server: JudgeServer, out: Path) -> None:
     stage = out / "tarsier"
-    for f in ("evaluation/evaluate.py", "evaluation/metrics/evaluate_dream_gpt.py", "tools/gpt_api.py", "tools/rw_utils.py"):
+    for f in ("evaluation/evaluate.py", "evaluation/metrics/evaluate_dream_gpt.py", "tools/gpt_api.py",
+              "tools/rw_utils.py"):
         (stage / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(args.tarsier) / f, stage / f)
     text = (stage / "evaluation/evaluate.py").read_text()  # only read_dataset / extract_item_for_eval are used
