@@ -13,7 +13,7 @@ official prompts ask and as the OpenAI chat-completions API returns them:
 `faults`: popped one per request before normal handling: an int HTTP status (429, 500, ...), "malformed" (200 with a
 body that is not JSON), "drop" (close the connection without a reply), "nologprobs", or "text:<content>" (that reply).
 A prompt containing "unjudgeable" always gets a reply no metric can parse. `requests` keeps every request (path,
-headers, JSON body). `key`: when set, other keys get 401.
+lower-cased headers, JSON body). `key`: when set, other keys get 401.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv = self.server
         with srv.lock:
-            srv.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            srv.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                 "body": body})
             fault = srv.faults.pop(0) if srv.faults else None
             srv.calls += 1
             n = srv.calls

@@ -274,7 +274,7 @@ def test_judge_client_retries_caches_and_replays(server, tmp_path, monkeypatch):
     assert len(server.requests) == 5 and judge.stats["retries"] == 4 and reply.model == "judge-local-1"
     sent = server.requests[-1]
     assert sent["body"] == {"model": "gpt-3.5-turbo-0125", "messages": msgs}  # AutoDQ sends no sampling parameter
-    assert sent["headers"]["Authorization"] == f"Bearer {SECRET}" and sent["path"] == "/v1/chat/completions"
+    assert sent["headers"]["authorization"] == f"Bearer {SECRET}" and sent["path"] == "/v1/chat/completions"
     assert judge.chat(msgs).text == reply.text and len(server.requests) == 5  # the same attempt: from disk
     judge.chat(msgs, attempt=1)  # a re-ask samples again
     assert len(server.requests) == 6
@@ -302,6 +302,12 @@ def test_judge_client_retries_caches_and_replays(server, tmp_path, monkeypatch):
         monkeypatch.setenv("WRONG_KEY", "sk-wrong")
         _judge(server, tmp_path, api_key_env="WRONG_KEY").check()
     assert SECRET not in json.dumps(judge.identity())
+    server.key = None
+    azure = _judge(server, tmp_path, api_version="2023-07-01-preview", model="gpt-35-turbo-0125")
+    azure.chat(msgs)  # Azure OpenAI: the deployment in the path, the key in `api-key`
+    assert server.requests[-1]["path"] == \
+        "/v1/openai/deployments/gpt-35-turbo-0125/chat/completions?api-version=2023-07-01-preview"
+    assert server.requests[-1]["headers"]["api-key"] == SECRET and azure.identity()["endpoint"] == "azure"
 
 
 def test_autodq_video_over_http(server, tmp_path):

@@ -153,7 +153,7 @@ class Judge:
                 with urlopen(Request(self.url, data, self._headers()), timeout=self.cfg.timeout_s) as r:
                     out = json.loads(r.read())
                 self._count(calls=1)
-                out["choices"][0]["message"]  # noqa: B018  (a completion, or retried as malformed)
+                out["choices"][0]["message"].get("content")  # a completion, or retried as malformed
                 return out
             except HTTPError as e:
                 self._count(calls=1)
@@ -163,7 +163,7 @@ class Judge:
                 why = f"HTTP {e.code}"
             except (URLError, OSError, http.client.HTTPException) as e:
                 why = f"connection: {self._mask(getattr(e, 'reason', e))}"
-            except (ValueError, KeyError, IndexError, TypeError):
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                 why = "malformed reply (not a chat completion)"
         raise JudgeError(f"judge {self.base}: gave up after {self.cfg.max_retries + 1} tries (last: {why})")
 
