@@ -12,6 +12,7 @@ then decord, each once, and raises `VideoReadError` (a ``ValueError``) naming th
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -158,15 +159,17 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (Pillow); `VideoReadError` naming the file when it cannot be read."""
+def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file or its bytes (Pillow); `VideoReadError` naming it when unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        embedded = isinstance(source, (bytes, bytearray, memoryview))
+        with Image.open(io.BytesIO(source) if embedded else source) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
-        raise VideoReadError(f"{path}: unreadable image ({e})") from None
+        name = "embedded image" if embedded else source
+        raise VideoReadError(f"{name}: unreadable image ({e})") from None
 
 
 def _load_frame_folder(path: str, spec: FrameSpec, folder_fps: float | None, resize: bool) -> VideoFrames:

@@ -199,9 +199,8 @@ def _digest_media(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for m in messages]
 
 
-def report_lines(identity: dict[str, Any]) -> list[str]:
-    """The judge's identity and costs for a Markdown report."""
-    i = identity
+def report_lines(i: dict[str, Any]) -> list[str]:
+    """The judge's identity (`Judge.identity`) and costs for a Markdown report."""
     return [f"Judge ({i['metric']}): requested `{i['requested_model']}`, reported "
             f"{', '.join(f'`{m}`' for m in i['reported_models']) or '(none)'}; endpoint {i['endpoint']} "
             f"{i['base_url'] or '(cache only)'}; sampling sent {json.dumps(i['sampling_sent'], sort_keys=True)}",
