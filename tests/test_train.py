@@ -152,7 +152,7 @@ def test_export_matches_trained_model_and_wandb_offline(synthetic_data, tmp_path
     from vamba.train.sweep import markdown_table, sweep_rows
 
     rows = sweep_rows(tmp_path)  # eval_after scored the export; the sweep table picks it up
-    assert len(rows) == 1 and rows[0]["accuracy"] is not None and rows[0]["final_loss"] is not None
+    assert len(rows) == 1 and rows[0]["score"] is not None and rows[0]["final_loss"] is not None
     assert "| test | mamba2 | self_attn |" in markdown_table(rows)
 
 

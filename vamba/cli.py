@@ -91,11 +91,17 @@ def run_training(cfg: Any) -> tuple[Any, Path]:
         from .config import compose
         from .evals.runner import run_eval
 
-        overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
+        overrides = [f"{k}={v}" for k, v in _dotted(OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))))]
         overrides += [f"model.path={final}", f"model.type={cfg.model.kind}",
                       f"output_dir={Path(cfg.output_dir) / 'eval'}"]
         run_eval(compose("eval", overrides))
     return trainer, final
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf: `eval_after.judge.base_url=...` becomes the override `judge.base_url=...`."""
+    return [kv for k, v in tree.items() for kv in (_dotted(v, f"{prefix}{k}.") if isinstance(v, dict)
+                                                   else [(f"{prefix}{k}", v)])]
 
 
 def _schema_help(schema, prefix: str = "") -> list[str]:

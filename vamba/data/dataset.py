@@ -11,7 +11,6 @@ convention); in a record mixing images and videos, `<image>` takes the next imag
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -152,24 +151,18 @@ class SampleBuilder:
         where = record.get("_where", "?")
         embedded = ref.get("bytes") if isinstance(ref, dict) else None
         path = None if embedded else self._path(ref["path"] if isinstance(ref, dict) else str(ref), record)
-        if kind == "image":
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(io.BytesIO(embedded) if embedded else path) as im:
-                    return np.asarray(im.convert("RGB"))
-            except (OSError, UnidentifiedImageError) as e:
-                raise SampleError(where, "unreadable image", f"{path or 'embedded image'} ({e})") from None
-        if embedded:
+        if embedded and kind == "video":
             raise SampleError(where, "unreadable video", "videos embedded in annotation files are not supported")
-        from .video import VideoReadError, load_video
+        from .video import VideoReadError, load_video, read_image
 
         # Unset pixel bounds take the processor's, so frames are resized once, to what the model will see.
         vision = self.processor.vision
         try:
+            if kind == "image":
+                return read_image(embedded or path)
             return load_video(path, self.frames.fill(min_pixels=vision.min_pixels, max_pixels=vision.max_pixels)).frames
         except VideoReadError as e:
-            raise SampleError(where, "unreadable video", str(e)) from None
+            raise SampleError(where, f"unreadable {kind}", str(e)) from None
 
     def _prompt(self, record: dict[str, Any]) -> str:
         if self.caption_prompt == "fixed":
