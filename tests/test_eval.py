@@ -136,6 +136,7 @@ def test_qwen2vl_baseline_and_token_reduction_run(checkpoints, synthetic_data, t
     assert tr["meta"]["video_token_keep"] == 0.5 and tr["overall"]["total"] == 8
 
 
+@pytest.mark.multiprocess
 def test_torchrun_shards_videos_and_merges_one_report(checkpoints, synthetic_data, tmp_path):
     single = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "single")
     out = tmp_path / "dist"

@@ -23,6 +23,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .parallel import launch
+
 
 def _convert(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vamba convert", description="Convert a Qwen2-VL checkpoint to Vamba.")
@@ -70,7 +72,7 @@ def _train(argv: list[str]) -> int:
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def app(cfg) -> None:
         run_training(cfg)
-        exit_cleanly()
+        launch.finish()  # under torchrun
 
     sys.argv = ["vamba train", *argv]  # Hydra reads its overrides (and --help, --multirun) from sys.argv
     app()
@@ -89,30 +91,17 @@ def run_training(cfg: Any) -> tuple[Any, Path]:
         from .config import compose
         from .evals.runner import run_eval
 
-        overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
+        overrides = [f"{k}={v}" for k, v in _dotted(OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))))]
         overrides += [f"model.path={final}", f"model.type={cfg.model.kind}",
                       f"output_dir={Path(cfg.output_dir) / 'eval'}"]
         run_eval(compose("eval", overrides))
     return trainer, final
 
 
-def exit_cleanly() -> None:
-    """End a torchrun worker without running C++ static destructors.
-
-    With gloo (CPU), tearing down the process group in interpreter shutdown intermittently aborts the finished
-    process ("terminate called without an active exception" from a joinable std::thread), turning a completed
-    run into a failure. Everything is already written and flushed here, so the worker exits at once.
-    """
-    import os
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+def _dotted(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf: `eval_after.judge.base_url=...` becomes the override `judge.base_url=...`."""
+    return [kv for k, v in tree.items() for kv in (_dotted(v, f"{prefix}{k}.") if isinstance(v, dict)
+                                                   else [(f"{prefix}{k}", v)])]
 
 
 def _schema_help(schema, prefix: str = "") -> list[str]:
@@ -147,7 +136,7 @@ def _eval(argv: list[str]) -> int:
     from .evals.runner import run_eval
 
     run_eval(compose("eval", argv))
-    exit_cleanly()  # under torchrun
+    launch.finish()  # under torchrun
     return 0
 
 
@@ -191,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except BaseException:
+        if launch.initialized():  # a torchrun worker: leave its process group cleanly, torchrun stops the others
+            launch.abort(1)
+        raise
 
 
 if __name__ == "__main__":
