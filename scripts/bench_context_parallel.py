@@ -24,11 +24,11 @@ import torch.distributed as dist
 from vamba import VambaForConditionalGeneration
 from vamba.efficiency.measure import build_inputs, peak_memory
 from vamba.efficiency.memory import GB, get_profile, profile_geometry
-from vamba.parallel import ContextParallel
+from vamba.parallel import ContextParallel, launch
 
 
 def worker(profile_name: str, frames: int, out: str) -> None:
-    dist.init_process_group("gloo")
+    launch.init("gloo")
     profile = get_profile(profile_name)
     torch.manual_seed(0)
     model = VambaForConditionalGeneration(profile.vamba).train()
@@ -45,10 +45,9 @@ def worker(profile_name: str, frames: int, out: str) -> None:
     dist.all_gather_object(peaks, peak["peak_bytes"])
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps({"frames": frames, "cp": world, "peak_bytes": peaks}))
-    dist.barrier()
 
 
-def launch(profile_name: str, frames: int, w: int, out: Path) -> dict:
+def run_world(profile_name: str, frames: int, w: int, out: Path) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -70,11 +69,15 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.worker[2])
+        try:
+            worker(args.worker[0], int(args.worker[1]), args.worker[2])
+        except BaseException:
+            launch.abort(1)
+        launch.finish()
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [launch(args.profile, args.frames, int(w), out / f"cp_memory_{w}.json") for w in args.sizes.split(",")]
+    rows = [run_world(args.profile, args.frames, int(w), out / f"cp_memory_{w}.json") for w in args.sizes.split(",")]
     tokens = profile_geometry(get_profile(args.profile), args.frames).tokens
     print(f"{args.profile}, {args.frames} frames of 640x360 = {tokens:,} visual tokens, one training step per rank\n")
     print("| W | local visual tokens | peak per rank (GB, max over ranks) | vs W=1 |\n|---|---|---|---|")

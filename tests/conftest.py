@@ -45,17 +45,35 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 def run_torchrun(args: list[str], nproc: int = 2, env: dict | None = None, timeout: int = 600,
                  check: bool = True) -> subprocess.CompletedProcess:
-    """Run `torchrun --nproc_per_node=nproc <args>` on CPU with gloo; returns the completed process."""
+    """Run `torchrun --nproc_per_node=nproc <args>` on CPU with gloo; returns the completed process.
+
+    torchrun and its workers run in a session of their own, killed as a whole when the run ends (a timeout, a
+    failure, or a worker left behind), so no rank outlives its test; collectives time out after
+    `VAMBA_DIST_TIMEOUT` seconds (300 here), so a rank waiting on a dead peer fails the test instead of hanging."""
+    import signal
     import socket
 
     with socket.socket() as s:  # a free port, so parallel or repeated runs never collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled",
-                "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+                "TOKENIZERS_PARALLELISM": "false", "VAMBA_DIST_TIMEOUT": "300", **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={port}", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"torchrun timed out after {timeout} s:\n{stdout[-4000:]}\n{stderr[-6000:]}") from None
+    finally:
+        try:  # whatever is left of the session (normally nothing: torchrun reaps its workers)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(f"torchrun failed ({done.returncode}):\n{stdout[-4000:]}\n{stderr[-6000:]}")
+    return done

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from vamba.modeling import VambaForConditionalGeneration
 from vamba.modeling.compat import CACHE
 from vamba.modeling.tiny import BOS, VISION_END, VISION_START, random_video, tiny_vamba_config
-from vamba.parallel import ContextParallel
+from vamba.parallel import ContextParallel, launch
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -160,9 +160,9 @@ def main() -> None:
     if scenario == "zero3":
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="gloo")
+        deepspeed.init_distributed(dist_backend="gloo", timeout=launch.timeout())
     else:
-        dist.init_process_group("gloo")
+        launch.init("gloo")
     cp = ContextParallel(dist.get_world_size())
     if scenario == "decode":
         result = compare_decode(cp)
@@ -175,8 +175,11 @@ def main() -> None:
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)
-    dist.barrier()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        launch.abort(1)
+    launch.finish()

@@ -19,7 +19,8 @@ from vamba.data.annotations import AnnotationError
 from vamba.evals.benchmark import Question, load_warnings, read_json_lenient
 from vamba.evals.benchmarks import get_benchmark, list_benchmarks
 
-ALL = ["houreval", "hourvideo", "longvideobench", "lvbench", "mlvu", "mvbench", "nextqa", "synthetic", "videomme"]
+ALL = ["captions", "dream1k", "houreval", "hourvideo", "longvideobench", "lvbench", "mlvu", "mvbench", "nextqa",
+       "synthetic", "videomme"]
 
 
 def rec(qid: str, letter: str | None, answer: str | None, categories: dict | None = None, error: str | None = None,

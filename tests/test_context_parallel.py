@@ -29,6 +29,7 @@ def _run(tmp_path, scenario: str, world: int) -> list[dict]:
 
 @pytest.mark.parametrize("scenario,world", [("long", 2), ("uneven", 2), ("packed", 2), ("images", 2), ("zero3", 2),
                                             ("packed", 4)])
+@pytest.mark.multiprocess
 def test_training_step_is_exact(tmp_path, scenario, world):
     results = _run(tmp_path, scenario, world)
     for r in results:
@@ -40,6 +41,7 @@ def test_training_step_is_exact(tmp_path, scenario, world):
         assert len(set(tokens)) > 1 if scenario == "uneven" else max(tokens) < sum(tokens), tokens  # sliced
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("world", [4])
 def test_prefill_and_greedy_decoding_are_exact(tmp_path, world):
     results = _run(tmp_path, "decode", world)
@@ -49,6 +51,7 @@ def test_prefill_and_greedy_decoding_are_exact(tmp_path, world):
     assert sum(r["local_kv_tokens"] for r in results) == results[0]["total_kv_tokens"]
 
 
+@pytest.mark.multiprocess
 def test_training_run_with_w2_gives_the_w1_losses(synthetic_data, tmp_path):
     """`vamba train` on 2 ranks with train.context_parallel=2 (ZeRO-3, gradient checkpointing), killed after step 2
     and resumed, logs the losses of 1 rank with W=1."""
@@ -128,6 +131,7 @@ def test_partial_attention_merges_exactly():
     assert torch.isinf(lse2[0, :, 2]).all() and torch.allclose(lse, lse2)
 
 
+@pytest.mark.multiprocess
 def test_vamba_eval_spreads_each_video_over_a_group(tmp_path, synthetic_data):
     """`vamba eval context_parallel=2` on 2 ranks answers exactly as one process does."""
     from test_eval import _by_qid

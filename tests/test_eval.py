@@ -136,6 +136,7 @@ def test_qwen2vl_baseline_and_token_reduction_run(checkpoints, synthetic_data, t
     assert tr["meta"]["video_token_keep"] == 0.5 and tr["overall"]["total"] == 8
 
 
+@pytest.mark.multiprocess
 def test_torchrun_shards_videos_and_merges_one_report(checkpoints, synthetic_data, tmp_path):
     single = _eval(checkpoints["vamba"], synthetic_data, tmp_path / "single")
     out = tmp_path / "dist"
@@ -171,29 +172,65 @@ def test_eval_help_lists_options_and_benchmarks(capsys):
 
 
 def test_lmms_eval_adapter_answers_simple_requests(checkpoints, synthetic_data):
-    """The adapter's request handling with lmms-eval-shaped Instances (6-field args of the simple path)."""
+    """The adapter's request handling with lmms-eval-shaped Instances (6-field args of the simple path): videos (a
+    path or lmms-eval's {"url": path}), images (PIL, as lmms-eval's image tasks pass them), a kind it cannot read.
+    The lmms-eval lane (scripts/test_lmms.sh) runs lmms-eval itself."""
     from types import SimpleNamespace
+
+    from PIL import Image
 
     from vamba.evals.lmms_eval_adapter import Vamba
 
-    model = Vamba(pretrained=str(checkpoints["vamba"]), max_num_frames=8, device="cpu")
+    model = Vamba(pretrained=str(checkpoints["vamba"]), max_num_frames=8, device="cpu", max_pixels=3136)
+    assert (model.device, model.rank, model.world_size) == (torch.device("cpu"), 0, 1)
     video = str(next((synthetic_data / "videos").glob("syn_eval_*.mp4")))
-    model.task_dict = {"synthetic": {"test": {0: {"video": video}, 1: {"video": video}}}}
-    doc_to_visual = lambda doc: [doc["video"]]  # noqa: E731
+    image = Image.open(next((synthetic_data / "images").glob("*"))).convert("RGB")
+    docs = [{"v": video}, {"v": {"url": video}}, {"v": image}, {"v": {"array": [0.0], "sampling_rate": 16000}}]
+    model.task_dict = {"synthetic": {"test": dict(enumerate(docs))}}
     requests = [
         SimpleNamespace(args=("Which colour? Answer with the letter.", {"max_new_tokens": 3, "until": ["\n"]},
-                              doc_to_visual, doc_id, "synthetic", "test"))
-        for doc_id in (0, 1)
+                              lambda doc: [doc["v"]], doc_id, "synthetic", "test"))
+        for doc_id in range(len(docs))
     ]
-    out = model.generate_until(requests)
-    assert len(out) == 2 and all(isinstance(o, str) for o in out) and out[0] == out[1]
+    out = model.generate_until(requests[:3])
+    assert len(out) == 3 and all(isinstance(o, str) for o in out) and out[0] == out[1]
+    with pytest.raises(ValueError, match=r"task 'synthetic' passes a dict with keys \['array', 'sampling_rate'\]"):
+        model.generate_until(requests[3:])
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
+    # frames: max_num_frames over 64 segment middles, or over the protocol's frames of the task's benchmark
+    from vamba.data.frames import Sampling
+
+    spec = model.frame_spec("synthetic", video)
+    assert (spec.mode, spec.count, spec.longest_edge, spec.max_pixels) == (None, 8, None, 3136)
+    model.protocol = "release"
+    spec = model.frame_spec("videomme_w_subtitle", video)  # Video-MME's release settings: the release's sampler
+    assert (spec.mode, spec.count, spec.longest_edge, spec.shortest_edge) == (Sampling.linspace, 8, 480, 256)
+    with pytest.raises(ValueError, match="task 'mmmu_val': protocol=release needs a task named after a benchmark"):
+        model.frame_spec("mmmu_val", video)
     # one inference path: chat, asked the same thing about the same frames, gives the same reply
     from vamba.chat import ask
+    from vamba.data.frames import FrameSpec
 
-    assert ask(model.model, model.processor, video, "Which colour? Answer with the letter.", frames=8,
-               max_new_tokens=3).split("\n")[0] == out[0].strip()
+    assert ask(model.model, model.processor, video, "Which colour? Answer with the letter.",
+               frames=FrameSpec(count=8, max_pixels=3136), max_new_tokens=3).split("\n")[0] == out[0].strip()
+
+
+def test_lmms_eval_adapter_refuses_unknown_arguments_and_binds_each_rank_its_gpu(monkeypatch):
+    """lmms-eval's own models refuse unknown model_args (llava_vid's `max_frames_num` must not pass silently) and,
+    under several processes, put each on `cuda:{LOCAL_RANK}`."""
+    from vamba.evals.lmms_eval_adapter import Vamba
+
+    with pytest.raises(TypeError, match="unknown model_args max_frames_num; known: pretrained, max_num_frames"):
+        Vamba(pretrained="unused", max_frames_num=8)
+    with pytest.raises(ValueError, match="unknown protocol 'paper'"):
+        Vamba(pretrained="unused", protocol="paper")
+    with pytest.raises(ValueError, match="dtype='bf16'; expected auto, bfloat16"):
+        Vamba(pretrained="unused", dtype="bf16")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert Vamba.bind_device("cuda") == torch.device("cuda", 1)
+    assert Vamba.bind_device("cpu") == torch.device("cpu")
 
 
 def test_encode_once_greedy_equals_generate_on_the_whole_prompt(checkpoints, synthetic_data):
@@ -212,13 +249,6 @@ def test_encode_once_greedy_equals_generate_on_the_whole_prompt(checkpoints, syn
     cached = answer(model, processor, messages, encode(model, processor, frames), gen, prefix="A")
     whole = answer(model, processor, messages, None, gen, prefix="A")
     assert cached == whole and cached[0].endswith("<|im_start|>assistant\nA")
-
-
-def test_lmms_eval_registration():
-    pytest.importorskip("lmms_eval", reason="optional extra `lmms` not installed")
-    from vamba.evals.lmms_eval_adapter import manifests
-
-    assert manifests().model_id == "vamba"
 
 
 def test_mvbench_bounds_only_for_official_bounded_tasks(checkpoints, synthetic_data, tmp_path, monkeypatch):

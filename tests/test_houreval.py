@@ -343,6 +343,7 @@ def test_resume_and_a_changed_subset(checkpoint, members, official, tmp_path) ->
         main(_args(checkpoint, {**members, "videomme": vm}, out))
 
 
+@pytest.mark.multiprocess
 def test_torchrun_shards_and_merges_one_report(checkpoint, members, official, tmp_path) -> None:
     out = tmp_path / "dist"
     run_torchrun(["-m", "vamba.cli", *_args(checkpoint, members, out)])

@@ -25,7 +25,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
 from .modeling.errors import ArgParser, UsageError
+from .parallel import launch
 
 
 def _convert(argv: list[str]) -> int:
@@ -75,7 +79,7 @@ def _train(argv: list[str]) -> int:
     def app(cfg) -> None:
         if report_user_errors("vamba train", run_training, cfg) == 2:  # reported here: Hydra would print a traceback
             sys.exit(2)
-        exit_cleanly()
+        launch.finish()  # under torchrun
 
     if not any(a.startswith("-") for a in argv):  # plain overrides: a bad key or value is one line, not Hydra's
         compose("train", argv)
@@ -96,30 +100,17 @@ def run_training(cfg: Any) -> tuple[Any, Path]:
         from .config import compose
         from .evals.runner import run_eval
 
-        overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))).items()]
+        overrides = [f"{k}={v}" for k, v in _dotted(OmegaConf.to_container(OmegaConf.create(dict(cfg.eval_after))))]
         overrides += [f"model.path={final}", f"model.type={cfg.model.kind}",
                       f"output_dir={Path(cfg.output_dir) / 'eval'}"]
         run_eval(compose("eval", overrides))
     return trainer, final
 
 
-def exit_cleanly() -> None:
-    """End a torchrun worker without running C++ static destructors.
-
-    With gloo (CPU), tearing down the process group in interpreter shutdown intermittently aborts the finished
-    process ("terminate called without an active exception" from a joinable std::thread), turning a completed
-    run into a failure. Everything is already written and flushed here, so the worker exits at once.
-    """
-    import os
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+def _dotted(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf: `eval_after.judge.base_url=...` becomes the override `judge.base_url=...`."""
+    return [kv for k, v in tree.items() for kv in (_dotted(v, f"{prefix}{k}.") if isinstance(v, dict)
+                                                   else [(f"{prefix}{k}", v)])]
 
 
 def _schema_help(schema, prefix: str = "") -> list[str]:
@@ -154,7 +145,7 @@ def _eval(argv: list[str]) -> int:
     from .evals.runner import run_eval
 
     run_eval(compose("eval", argv))
-    exit_cleanly()  # under torchrun
+    launch.finish()  # under torchrun
     return 0
 
 
@@ -207,9 +198,6 @@ def main(argv: list[str] | None = None) -> int:
 def report_user_errors(prog: str, fn, *args) -> Any:
     """`fn(*args)`, except that a user error (`UsageError`, a file error, a Hydra/OmegaConf config error) prints
     one line to stderr and returns 2; unless VAMBA_DEBUG=1, which re-raises it with its traceback."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         return fn(*args)
     except (UsageError, OSError, HydraException, OmegaConfBaseException) as e:
@@ -224,12 +212,21 @@ def report_user_errors(prog: str, fn, *args) -> Any:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """The `vamba` command line: `main`, with user errors reported as one line (exit code 2, see the module doc)."""
+    """The `vamba` command line (also under torchrun): `main`, with user errors reported as one line (exit code 2,
+    see the module doc); a torchrun worker that fails leaves its process group cleanly and torchrun stops the others."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in argv:
         argv.remove("--debug")
         os.environ["VAMBA_DEBUG"] = "1"
-    return report_user_errors(f"vamba {argv[0]}" if argv and argv[0] in COMMANDS else "vamba", main, argv)
+    try:
+        code = report_user_errors(f"vamba {argv[0]}" if argv and argv[0] in COMMANDS else "vamba", main, argv)
+    except BaseException:
+        if launch.initialized():
+            launch.abort(1)  # a SystemExit keeps its own code
+        raise
+    if code == 2 and launch.initialized():
+        launch.abort(2)
+    return code
 
 
 if __name__ == "__main__":

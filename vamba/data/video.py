@@ -12,6 +12,7 @@ then decord, each once, and raises `VideoReadError` (a ``ValueError``) naming th
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from .decode import BACKENDS, READERS, FrameSink, Meta, VideoReadError, availabl
 from .frames import FrameSpec, plan, sample_indices
 
 # Re-exported: VideoReadError, available_backends, resize_frames (vamba.data.decode), sample_indices (.frames).
-__all__ = ["VideoFrames", "VideoReadError", "available_backends", "load_video", "resize_frames", "sample_indices"]
+__all__ = ["VideoFrames", "VideoReadError", "available_backends", "load_video", "read_image", "resize_frames",
+           "sample_indices"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -157,10 +159,21 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _load_frame_folder(path: str, spec: FrameSpec, folder_fps: float | None, resize: bool) -> VideoFrames:
-    """`load_video` for a folder of frame images: frame i is the i-th image in natural name order."""
+def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file or its bytes (Pillow); `VideoReadError` naming it when unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        embedded = isinstance(source, (bytes, bytearray, memoryview))
+        with Image.open(io.BytesIO(source) if embedded else source) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        name = "embedded image" if embedded else source
+        raise VideoReadError(f"{name}: unreadable image ({e})") from None
+
+
+def _load_frame_folder(path: str, spec: FrameSpec, folder_fps: float | None, resize: bool) -> VideoFrames:
+    """`load_video` for a folder of frame images: frame i is the i-th image in natural name order."""
     if not folder_fps or folder_fps <= 0:
         raise VideoReadError(f"{path}: a folder, not a video file (a frame folder needs folder_fps)")
     files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES)), key=_natural_key)
@@ -168,11 +181,7 @@ def _load_frame_folder(path: str, spec: FrameSpec, folder_fps: float | None, res
         raise VideoReadError(f"{path}: frame folder without image files ({', '.join(IMAGE_SUFFIXES)})")
 
     def read(name: str) -> np.ndarray:
-        try:
-            with Image.open(os.path.join(path, name)) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as e:
-            raise VideoReadError(f"{os.path.join(path, name)}: unreadable frame image ({e})") from None
+        return read_image(os.path.join(path, name))
 
     first = read(files[0])
     meta = Meta(len(files), float(folder_fps), len(files) / folder_fps, first.shape[0], first.shape[1])

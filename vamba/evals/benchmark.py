@@ -322,6 +322,10 @@ class Benchmark:
         return self.official_priming if check_protocol(protocol) == "official" else ""
 
     # --- scoring -------------------------------------------------------------------------------------------
+    def scorer(self, cfg: Any) -> Callable[..., dict[str, Any]] | None:
+        """A judged benchmark's `(records, questions, out_dir, protocol) -> summary`, its judge checked now; or None."""
+        return None
+
     def gold(self, q: Question, protocol: str) -> str | None:
         """The gold letter under the protocol (benchmarks whose gold is option text override)."""
         return q.answer

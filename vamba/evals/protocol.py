@@ -34,7 +34,7 @@ class Protocol(str, Enum):
 PROTOCOLS: tuple[str, ...] = tuple(p.value for p in Protocol)
 #: Frame samplers: the release's (`vamba.data.frames.linspace_indices`), the project's segment middles (``uniform``,
 #: the synthetic benchmark's, which its needles are placed for) and the benchmarks' own (in their modules).
-SAMPLERS: tuple[str, ...] = ("linspace", "uniform", "videomme", "longvideobench", "mvbench")
+SAMPLERS: tuple[str, ...] = ("linspace", "uniform", "videomme", "longvideobench", "mvbench", "tarsier")
 
 
 def check_protocol(protocol: str | Protocol) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
     os.replace(tmp, path)
@@ -28,6 +29,12 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         *_settings_lines(meta),
         *([*selection_lines(meta["selection"]), ""] if meta.get("selection") else []),
+    ]
+    if "lines" in summary:  # a judged caption benchmark: its metric's own tables
+        errors = [f"- `{q}`: {e}" for q, e in meta.get("error_examples", [])[:10]]
+        return "\n".join([*lines, *summary["lines"], *(["", "Errors (first 10):", "", *errors] if errors else [])
+                          ]) + "\n"
+    lines += [
         f"**Headline: {summary['headline']:.2f}%**",
         "",
         "| split | accuracy (%) | correct | total |",
@@ -141,11 +148,12 @@ def plot(summary: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
 
 
 def write_report(summary: dict[str, Any], meta: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write `summary.json`, `report.md`, `report.png` under `out_dir`; returns their paths."""
+    """Write `summary.json`, `report.md`, `report.png` (accuracy benchmarks) under `out_dir`; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "summary.json", "md": out / "report.md", "png": out / "report.png"}
-    _atomic_write(paths["json"], json.dumps({**summary, "meta": meta}, indent=2))
-    _atomic_write(paths["md"], markdown(summary, meta))
-    plot(summary, paths["png"], meta)
+    atomic_write(paths["json"], json.dumps({**summary, "meta": meta}, indent=2))
+    atomic_write(paths["md"], markdown(summary, meta))
+    if "overall" in summary and "accuracy" in summary["overall"]:
+        plot(summary, paths["png"], meta)
     return paths

@@ -1,4 +1,5 @@
-"""The one multiple-choice video-QA runner behind `vamba eval` (DESIGN.md section 4).
+"""The one runner behind `vamba eval` (DESIGN.md section 4): multiple-choice video QA, and captions scored by an LLM
+judge after generation (`vamba.evals.benchmarks.captions`).
 
 For each video: decode its frames once, encode it once (Vamba: vision tower, mixers and every layer's video
 keys/values, kept in a cache that each question forks), then answer all of its questions from that encoding;
@@ -21,6 +22,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -31,8 +33,9 @@ from ..data.annotations import AnnotationError
 from ..data.frames import FrameSpec, as_spec
 from ..data.processor import VambaProcessor
 from ..modeling.errors import UsageError
-from ..parallel import ContextParallel
-from .inference import EvalModelConfig, answer, encode, load_model
+from ..parallel import ContextParallel, launch
+from .inference import Encoded, EvalModelConfig, answer, encode, load_model
+from .judge import JudgeConfig
 from .protocol import Protocol, Settings, check_protocol, describe, resolve
 from .report import selection_lines, write_report
 from .results import ResultsWriter, read_results
@@ -91,6 +94,8 @@ class EvalConfig:
     # Under torchrun: ranks per video. The W ranks of a group split each video along time (vamba.parallel) and keep
     # only their slice's keys/values, so a video is not limited by one GPU's memory; W divides the world size.
     context_parallel: int = 1
+    # caption benchmarks' LLM judge (dream1k: AutoDQ, captions: G-VEval): `vamba.evals.judge.JudgeConfig`
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 # -- one video ----------
@@ -107,8 +112,10 @@ class VideoAnswerer:
     def load_frames(self, path: Path, q):
         """`VideoFrames` of the question's video as the protocol samples and resizes them; the command line's
         frame fields win, and a `frames.mode` given there replaces the protocol's sampler."""
-        from ..data.video import load_video
+        from ..data.video import load_video, read_image
 
+        if q.extra.get("image"):  # a still image (caption sets): read whole; the processor sizes it as in training
+            return SimpleNamespace(frames=read_image(path), indices=None, fps=None)
         spec = self.bench.frame_spec(q, self.settings)
         if self.frames.mode is not None:
             spec = replace(spec, sampler=None)
@@ -119,6 +126,8 @@ class VideoAnswerer:
     def encode(self, video) -> dict[str, Any]:
         """The video ready for questions (`inference.encode`), with the sampled frames' indices and fps."""
         cfg = self.cfg
+        if video.frames.ndim == 3:  # an image: Vamba reads it with the text, as in training
+            return {"encoded": Encoded(video.frames), "indices": None, "fps": None}
         encoded = encode(self.model, self.processor, video.frames, video_token_keep=cfg.video_token_keep,
                          chunk_frames=cfg.stream_chunk, stream_above_frames=cfg.stream_above_frames,
                          context_parallel=self.context_parallel)
@@ -133,7 +142,8 @@ class VideoAnswerer:
             messages.append({"role": "system", "content": system})
         text = bench.prompt(q, protocol, subtitles=subtitles)
         encoded = enc["encoded"]
-        messages.append({"role": "user", "content": [{"type": "video", "video": encoded.frames},
+        kind = "image" if encoded.frames.ndim == 3 else "video"
+        messages.append({"role": "user", "content": [{"type": kind, kind: encoded.frames},
                                                      {"type": "text", "text": text}]})
         return answer(self.model, self.processor, messages, encoded, self.settings.generation_kwargs(),
                       prefix=bench.response_prefix(protocol), video_token_keep=self.cfg.video_token_keep)
@@ -228,8 +238,7 @@ def _load(bench, cfg: EvalConfig | Any) -> tuple[list, Path, dict[str, Any] | No
     unused = sorted((set(dirs) | set(annotations)) - set(wanted))
     if unused:
         raise UsageError(f"data_dirs/annotations given for {', '.join(unused)}, which members={members} leaves out")
-    absent = [f"data_dirs.{m}={dirs[m]}" for m in wanted if not Path(dirs[m]).is_dir()]
-    if absent:
+    if absent := [f"data_dirs.{m}={dirs[m]}" for m in wanted if not Path(dirs[m]).is_dir()]:
         raise UsageError(f"{', '.join(absent)}: no such folder (expected each member's data folder)")
     questions, selection = bench.load_members({m: Path(dirs[m]) for m in wanted},
                                               {m: Path(a) for m, a in annotations.items()})
@@ -282,8 +291,9 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
     by_video, videos = _select(questions, cfg)
     if getattr(cfg, "dry_run", False):
         return _dry_run(bench, questions, by_video, videos, data_dir) if rank == 0 else {}
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    scorer = bench.scorer(cfg)  # a judged benchmark's judge must answer before any caption is generated
+    if world > 1:
+        launch.init()
     if cfg.device == "auto":
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     else:
@@ -322,17 +332,17 @@ def run_eval(cfg: EvalConfig | Any, model=None, processor=None) -> dict[str, Any
         results_path.unlink(missing_ok=True)
     if rank != 0:
         return {}
-    return _report(bench, protocol, cfg, run, out, [q for v in videos for q in by_video[v]], questions, model)
+    return _report(bench, protocol, cfg, run, out, [q for v in videos for q in by_video[v]], questions, model, scorer)
 
 
 def _report(bench, protocol: str, cfg, run: dict[str, Any], out: Path, wanted: list, questions: list,
-            model) -> dict[str, Any]:
+            model, scorer=None) -> dict[str, Any]:
     """Aggregate every rank's results (in annotation order, for the seeded random fallback) and write the report."""
     order = {q.qid: i for i, q in enumerate(questions)}
     ids = {q.qid for q in wanted}
     records = [r for p in sorted(out.glob("results*.jsonl")) for r in read_results(p) if r["qid"] in ids]
     records.sort(key=lambda r: order.get(r["qid"], len(order)))
-    summary = bench.aggregate(records, protocol, seed=cfg.seed)
+    summary = scorer(records, wanted, out, protocol) if scorer else bench.aggregate(records, protocol, seed=cfg.seed)
     errors = [(r["qid"], r["error"]) for r in records if r.get("error")]
     subtitle_counts: dict[str, int] = {}
     for r in records:
@@ -356,7 +366,7 @@ def _report(bench, protocol: str, cfg, run: dict[str, Any], out: Path, wanted: l
     }
     paths = write_report(summary, meta, out)
     print(paths["md"].read_text())
-    print(f"report: {paths['json']}, {paths['md']}, {paths['png']}")
+    print("report: " + ", ".join(str(p) for p in paths.values() if p.exists()))
     return {**summary, "meta": meta}
 
 

@@ -23,12 +23,9 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def check_checkpoint(path: str | Path, option: str, hub_ids: bool = True) -> None:
-    """Raise `UsageError` unless `path` is a folder holding config.json or (`hub_ids`) may be a Hugging Face model id
-    (`org/name`, resolved by transformers); `option` names the setting in the message."""
+    """`UsageError` naming `option` unless `path` is a folder with config.json or (`hub_ids`) may be a Hub id."""
     text, folder = str(path), Path(path).expanduser()
-    if (folder / "config.json").is_file() or (hub_ids and not folder.exists() and text.count("/") == 1
-                                              and not text.startswith(("/", ".", "~"))):
-        return
-    hub = ", or a Hugging Face model id" if hub_ids else ""
-    raise UsageError(f"{option}={text}: {'no config.json in that folder' if folder.is_dir() else 'no such folder'} "
-                     f"(expected a checkpoint folder with config.json{hub})")
+    hub_id = hub_ids and not folder.exists() and text.count("/") == 1 and not text.startswith(("/", ".", "~"))
+    if not ((folder / "config.json").is_file() or hub_id):
+        raise UsageError(f"{option}={text}: {'no config.json in that folder' if folder.is_dir() else 'no such folder'}"
+                         f" (expected a checkpoint folder with config.json{', or a Hugging Face model id' * hub_ids})")

@@ -35,7 +35,7 @@ from ..modeling.errors import UsageError, check_checkpoint
 from ..modeling.flavors import TINY_IDS, get_flavor, qwen2vl_config, vamba_config
 from ..modeling.tiny import tiny_vocab_size
 from ..modeling.zero import gathered
-from ..parallel import ContextParallel, check_context_parallel, share_batches
+from ..parallel import ContextParallel, check_context_parallel, launch, share_batches
 from .config import ModelConfig, TrainConfig
 from .deepspeed import build_deepspeed_config
 from .distill import TeacherLogits, topk_kl
@@ -258,7 +258,7 @@ def training_arguments(cfg: TrainConfig, cpu: bool) -> TrainingArguments:
     if ds is not None and cpu and world_size() > 1:
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="gloo")
+        deepspeed.init_distributed(dist_backend="gloo", timeout=launch.timeout())
     report_to = [r for r in cfg.report_to if r != "none"]
     if "wandb" in report_to:
         os.environ.setdefault("WANDB_MODE", cfg.wandb_mode)
@@ -267,6 +267,7 @@ def training_arguments(cfg: TrainConfig, cpu: bool) -> TrainingArguments:
     return TrainingArguments(
         output_dir=cfg.output_dir,
         run_name=cfg.run_name,
+        ddp_timeout=int(launch.timeout().total_seconds()),
         seed=cfg.seed,
         per_device_train_batch_size=stage.per_device_batch_size,
         gradient_accumulation_steps=stage.global_batch_size // per_step,
