@@ -46,7 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-TRANSFORMERS_MINOR = "5.23"
 F32_TOL = 5e-3
 PARITY = {  # mixer shapes and input lengths of the parity rows
     "7b": {"length": 4096, "packed": [1000, 2000, 1096], "cuts": [3, 1500], "decode": 4, "flash": [700, 1300, 2096]},
@@ -447,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         _log("gpu_check: no CUDA device (run with --tiny for the CPU smoke run)")
         return 2
-    installed = importlib.metadata.version("transformers")
-    if not installed.startswith(TRANSFORMERS_MINOR + "."):
-        _log(f"gpu_check: transformers {installed} found, Vamba needs {TRANSFORMERS_MINOR}.x; on a machine without "
-             "network: scripts/gpu_wheels.sh (with network), then scripts/gpu_check.sh --wheels .whl")
+    try:
+        import vamba.modeling.compat  # noqa: F401  (fails on a transformers release outside the tested range)
+    except ImportError as e:
+        _log(f"gpu_check: {e}; on a machine without network: scripts/gpu_wheels.sh (with network), then "
+             "scripts/gpu_check.sh --wheels .whl")
         return 2
     from vamba.efficiency.memory import get_profile
     from vamba.modeling.mamba_fused import load_kernels

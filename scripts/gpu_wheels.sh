@@ -4,7 +4,7 @@
 #
 # Made for the check's machine: CPython 3.12 on manylinux x86_64 with torch 2.11 + CUDA, triton 3.6, einops,
 # transformers 5.17 and its dependencies, and no mamba_ssm / causal-conv1d / flash-attn. It needs exactly:
-# - transformers 5.23.0 (Vamba subclasses its Qwen2-VL internals, one minor release; the dependencies 5.23 checks
+# - transformers 5.23.0 (the oldest release Vamba allows, vamba/modeling/compat.py; the dependencies 5.23 checks
 #   at import, huggingface_hub >= 1.31, tokenizers 0.23, safetensors >= 0.8 and regex >= 2025.10.22, are those
 #   5.17 already requires, except huggingface_hub whose 1.33 there fits both);
 # - mamba-ssm 2.3.2.post1 without its CUDA extensions (pure Python + Triton, py3-none-any): PyPI has only its source,

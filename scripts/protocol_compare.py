@@ -1,14 +1,14 @@
 """Score one set of replies under both protocols: how much the protocol alone moves Video-MME and MLVU numbers.
 
-    python scripts/protocol_compare.py [--benchmarks ../shared/benchmarks] [--seed 0]
+    python scripts/protocol_compare.py --videomme <Video-MME>/videomme/test-00000-of-00001.parquet [--seed 0]
 
-The questions are the real Video-MME annotations (read in place; 2,700 questions). The replies are simulated: for
-each question a "model" picks the gold option with a per-task probability, else a random other one, and writes
-that choice in a reply style drawn from a mix of the shapes video LMMs produce (a bare letter, "B.", "B. text",
-"The answer is B.", option text only, lower case, empty, ...). MLVU-style: 2,175 MLVU-format questions (the MLVU
-dev task sizes) built from the same questions, with MLVU's data quirks (two answers matching no candidate, six
-duplicated candidates), and the continuations a model writes after MLVU's "Best Option: (" priming. Each reply
-set is then extracted, gold-matched and aggregated by each protocol exactly as `vamba eval` does.
+The questions are the real Video-MME annotations (2,700 questions; the parquet, or a JSON list of its records). The
+replies are simulated: for each question a "model" picks the gold option with a per-task probability, else a random
+other one, and writes that choice in a reply style drawn from a mix of the shapes video LMMs produce (a bare letter,
+"B.", "B. text", "The answer is B.", option text only, lower case, empty, ...). MLVU-style: 2,175 MLVU-format
+questions (the MLVU dev task sizes) built from the same questions, with MLVU's data quirks (two answers matching no
+candidate, six duplicated candidates), and the continuations a model writes after MLVU's "Best Option: (" priming.
+Each reply set is then extracted, gold-matched and aggregated by each protocol exactly as `vamba eval` does.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 from vamba.evals.benchmark import Question, gold_from_text
 from vamba.evals.benchmarks import get_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 #: Reply styles after a "Respond with only the letter" prompt: (weight, template); {X} letter, {T} option text.
 LETTER_STYLES = [(45, "{X}"), (10, "{X}."), (10, "{X}. {T}"), (5, "({X}) {T}"), (8, "The answer is {X}."),
                  (5, "Answer: {X}"), (4, "The best answer is {X}."), (3, "Based on the video, the answer is {X}."),
@@ -70,13 +69,14 @@ def _mlvu_questions(pool: list[Question], rng: random.Random) -> list[Question]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmarks", type=Path, default=REPO.parent / "shared" / "benchmarks")
+    parser.add_argument("--videomme", type=Path, required=True,
+                        help="Video-MME's annotations: its parquet, or a .json list of the parquet's records")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     videomme = get_benchmark("videomme")
     with tempfile.TemporaryDirectory() as tmp:
-        qs = videomme.load(Path(tmp), args.benchmarks / "videomme" / "videomme_reconstructed.json")
+        qs = videomme.load(Path(tmp), args.videomme)
     p_right = {"short": 0.70, "medium": 0.58, "long": 0.50}
     replies = [_reply(rng, q, "ABCD".index(q.answer), p_right[q.categories["duration"][0]], LETTER_STYLES)
                for q in qs]

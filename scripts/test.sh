@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: make .venv, install the CPU torch wheel and the project, run the whole suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k ssd -x).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k ssd -x). The suite runs on the OLDEST transformers release
+# the project allows (pinned below); scripts/test_transformers.sh runs the model tests on the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,7 +11,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev]" "transformers==5.23.0"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=${WANDB_MODE:-disabled}
 exec .venv/bin/python -m pytest "$@"

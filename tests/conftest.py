@@ -1,4 +1,11 @@
-"""Shared fixtures: small synthetic long-video data, generated once per test session."""
+"""Shared fixtures: small synthetic long-video data, generated once per test session; where test data lives.
+
+Data the project may redistribute is in `tests/fixtures/` (each folder's PROVENANCE.md gives source and licence).
+Data it may not (Video-MME's annotations) or keeps outside at its owner's request (the release golden checkpoint)
+is read from the shared folder `SHARED`: `<clone>/../shared`, or `VAMBA_SHARED_DIR`. A test that reads it is
+marked `@pytest.mark.shared("<folder under SHARED>")` and skips, with one line naming the missing folder, where it
+is absent; `VAMBA_REQUIRE_SHARED=1` (CI) makes that a failure instead.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+SHARED = Path(os.environ.get("VAMBA_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip (or, with VAMBA_REQUIRE_SHARED=1, fail) a `shared` test whose folder is absent: one line per folder."""
+    for mark in item.iter_markers("shared"):
+        missing = next((p for p in (SHARED, SHARED / mark.args[0]) if not p.is_dir()), None)
+        if missing is not None:
+            reason = f"{missing} not found: data kept outside the project (VAMBA_SHARED_DIR names the shared folder)"
+            if os.environ.get("VAMBA_REQUIRE_SHARED") == "1":
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

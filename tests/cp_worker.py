@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from vamba.modeling import VambaForConditionalGeneration
+from vamba.modeling.compat import CACHE
 from vamba.modeling.tiny import BOS, VISION_END, VISION_START, random_video, tiny_vamba_config
 from vamba.parallel import ContextParallel, launch
 
@@ -118,12 +119,12 @@ def compare_decode(cp: ContextParallel) -> dict:
     with torch.no_grad():
         ref_cache = model.encode_video(pixel_values_videos=batch["pixel_values_videos"],
                                        video_grid_thw=batch["video_grid_thw"], stream_above_frames=None)
-        ref = model.generate(input_ids=batch["input_ids"], past_key_values=ref_cache.fork(), max_new_tokens=8,
+        ref = model.generate(input_ids=batch["input_ids"], **{CACHE: ref_cache.fork()}, max_new_tokens=8,
                              do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0,
                              eos_token_id=None)
         ctx = cp.shard(batch, model.config)["context_parallel"]
         cache = model.encode_video(context_parallel=ctx)
-        out = model.generate(input_ids=batch["input_ids"], past_key_values=cache.fork(), max_new_tokens=8,
+        out = model.generate(input_ids=batch["input_ids"], **{CACHE: cache.fork()}, max_new_tokens=8,
                              do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0,
                              eos_token_id=None)
     local = cache.video_kv[0][0].shape[2]

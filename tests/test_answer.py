@@ -1,7 +1,7 @@
 """The one answer extractor (`vamba.evals.answer`): each rule's reading of the typical reply shapes, pinned.
 
 Why a table: a one-character change in an extraction rule moves benchmark numbers by points, so each rule's reading
-is written down here, with the edge cases `../shared/benchmarks/PROTOCOLS.md` lists for the outside code it
+is written down here, with the edge cases docs/protocols.md lists for the outside code it
 reproduces (empty reply, "Answer: D", option text instead of a letter, lower case, a letter inside a word), and any
 change to it must change this table on purpose. Exact prompts per benchmark and protocol: `test_protocols.py`.
 """
@@ -21,7 +21,7 @@ def _row(text: str, **expected: str | None) -> list[tuple[str, str, str | None]]
     return [(text, rule, letter) for rule, letter in expected.items()]
 
 
-# (reply, rule, expected letters) with letters "ABCD" (PROTOCOLS.md's worked examples are marked "doc")
+# (reply, rule, expected letters) with letters "ABCD" (docs/protocols.md's worked examples are marked "doc")
 CASES = [
     # empty reply: wrong everywhere, except MVBench's check, where "(" is inside every "(x)" (doc)
     *_row("", release=None, videomme=None, longvideobench=None, mlvu=None, mvbench="ABCD", lvbench=None,

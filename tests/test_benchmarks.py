@@ -1,34 +1,26 @@
-"""Benchmark loaders on the REAL annotation files (NExT-QA, the Video-MME template) and on fixtures written in the
-exact schemas of `shared/benchmarks/FORMATS.md`; aggregation checked against hand-computed small cases.
+"""Benchmark loaders on REAL annotation files (a NExT-QA sample, the Video-MME template) and on files written here
+in each benchmark's published schema (docs/protocols.md); aggregation checked against hand-computed small cases.
 
-The real files are public data kept outside the project: they are read in place from `VAMBA_BENCHMARKS_DIR`
-(default `<repo>/../shared/benchmarks`), never copied into the repository.
+The NExT-QA sample is in `tests/fixtures/nextqa` (MIT). Video-MME's licence forbids redistribution: its template is
+read in place from the shared folder (`conftest.SHARED`) and the tests built on it skip without it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, SHARED
 
 from vamba.data.annotations import AnnotationError
 from vamba.evals.benchmark import Question, load_warnings, read_json_lenient
 from vamba.evals.benchmarks import get_benchmark, list_benchmarks
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))
-ALL = ["houreval", "hourvideo", "longvideobench", "lvbench", "mlvu", "mvbench", "nextqa", "synthetic", "videomme"]
-
-
-def bench_file(*parts: str) -> Path:
-    path = BENCH_DIR.joinpath(*parts)
-    if not path.exists():  # a missing file is a broken setup, not a reason to skip
-        pytest.fail(f"real benchmark file {path} not found (set VAMBA_BENCHMARKS_DIR)")
-    return path
+ALL = ["captions", "dream1k", "houreval", "hourvideo", "longvideobench", "lvbench", "mlvu", "mvbench", "nextqa",
+       "synthetic", "videomme"]
 
 
 def rec(qid: str, letter: str | None, answer: str | None, categories: dict | None = None, error: str | None = None,
@@ -84,15 +76,16 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("split,count", [("val.csv", 4996), ("test.csv", 8564)])
-def test_nextqa_real_files(split: str, count: int) -> None:
-    data_dir = bench_file("nextqa")
+@pytest.mark.parametrize("split", ["val.csv", "test.csv"])
+def test_nextqa_real_files(split: str) -> None:
+    data_dir = FIXTURES / "nextqa"  # the first 200 questions of each official file (PROVENANCE.md)
     bench = get_benchmark("nextqa")
     questions = bench.load(data_dir, Path(split)) if split != "test.csv" else bench.load(data_dir)
-    assert len(questions) == count
-    rows = _csv_rows(bench_file("nextqa", split))
-    vmap = json.loads(bench_file("nextqa", "map_vid_vidorID.json").read_text())
-    for q, row in zip(questions[:50], rows[:50]):
+    rows = _csv_rows(data_dir / split)
+    count = len(rows)
+    assert len(questions) == count == 200 and not [q for q in questions if q.error]
+    vmap = json.loads((data_dir / "map_vid_vidorID.json").read_text())
+    for q, row in zip(questions, rows, strict=True):
         assert q.qid == f"{row['video']}_{row['qid']}"
         assert q.answer == "ABCDE"[int(row["answer"])]
         assert q.options == [row[f"a{k}"] for k in range(5)]
@@ -161,7 +154,7 @@ def _videomme_parquet(tmp_path: Path) -> tuple[Path, list[dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    template = read_json_lenient(bench_file("videomme", "output_test_template.json"))
+    template = read_json_lenient(SHARED / "benchmarks" / "videomme" / "output_test_template.json")
     rows = []
     for video in template:
         for q in video["questions"]:
@@ -176,6 +169,7 @@ def _videomme_parquet(tmp_path: Path) -> tuple[Path, list[dict]]:
     return path, rows
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_videomme_template(tmp_path: Path) -> None:
     _, rows = _videomme_parquet(tmp_path)
     assert len(rows) == 9  # the official template: 3 videos x 3 questions
@@ -220,6 +214,7 @@ def test_videomme_excludes_unparsed(tmp_path: Path) -> None:
     assert with_error["overall"]["total"] == 4 and with_error["errors"] == 1
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_videomme_malformed(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, SHARED
 from judge_server import TOP5, JudgeServer
 from test_eval import checkpoints  # noqa: F401  (the tiny Vamba / Qwen2-VL checkpoints fixture)
 
@@ -30,7 +30,6 @@ from vamba.evals import autodq, gveval
 from vamba.evals.judge import CacheMiss, Judge, JudgeConfig, JudgeError
 from vamba.evals.results import read_results
 
-SHARED = Path(os.environ.get("VAMBA_SHARED_DIR", REPO.parent / "shared"))
 FIXTURES = REPO / "tests" / "fixtures" / "dream1k"
 SECRET = "sk-test-never-in-a-file-0123456789"
 EXPECTED_83 = sum(int(t) * math.exp(lp) for t, lp in TOP5[:4]) / sum(math.exp(lp) for _, lp in TOP5[:4])
@@ -204,10 +203,9 @@ def _dream():
     return get_benchmark("dream1k")
 
 
+@pytest.mark.shared("benchmarks/dream1k")
 def test_dream1k_loader_on_the_real_file():
     folder = SHARED / "benchmarks" / "dream1k"
-    if not (folder / "DREAM-1k.jsonl").is_file():
-        pytest.skip(f"needs {folder} (the shared benchmark files; set VAMBA_SHARED_DIR)")
     qs = _dream().load(folder)
     assert len(qs) == 1000 and not any(q.error for q in qs)
     by_source = {}

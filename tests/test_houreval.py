@@ -1,6 +1,6 @@
-"""HourEval (`../shared/benchmarks/PROTOCOLS.md` §8): the subsets its duration rule selects from the REAL annotation
-files (the reconstructed Video-MME set, the LongVideoBench records, read in place; expectations computed from the
-files here, nothing of them copied into the repository), the release's filtered files, the MLVU member's four tasks,
+"""HourEval (docs/protocols.md §8): the subsets its duration rule selects from REAL annotation records (the
+LongVideoBench sample in `tests/fixtures`; the reconstructed Video-MME set, read in place from the shared folder and
+skipped without it; expectations computed from the files), the release's filtered files, the MLVU member's four tasks,
 and runs with tiny random weights on generated videos: both protocols' reports, the members scored exactly as the
 member benchmarks score themselves, resume, torchrun sharding and the config's checks.
 """
@@ -8,13 +8,12 @@ member benchmarks score themselves, resume, torchrun sharding and the config's c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_torchrun
+from conftest import FIXTURES, SHARED, run_torchrun
 
 from vamba.cli import main
 from vamba.data.annotations import AnnotationError
@@ -23,24 +22,17 @@ from vamba.evals.benchmarks import get_benchmark
 from vamba.evals.protocol import Settings
 from vamba.evals.results import read_results
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))
+VIDEOMME = SHARED / "benchmarks" / "videomme" / "videomme_reconstructed.json"
+LVB_SAMPLE = FIXTURES / "longvideobench" / "lvb_val_sample.json"
 HOUREVAL = get_benchmark("houreval")
 HEAD = "Select the best answer to the following multiple-choice question based on the video."
 RESPOND4 = "Respond with only the letter (A, B, C, or D) of the correct option."
 MLVU_SYSTEM = ("Carefully watch this video and pay attention to every detail. Based on your observations, select the "
                "best option that accurately addresses the question.")
-#: MLVU's seven multiple-choice files and their official video folders (FORMATS.md); HourEval reads four.
+#: MLVU's seven multiple-choice files and their official video folders (docs/protocols.md); HourEval reads four.
 MLVU_FILES = {"1_plotQA": "plotQA", "2_needle": "needle", "3_ego": "ego", "4_count": "count", "5_order": "order",
               "6_anomaly_reco": "anomaly_reco", "7_topic_reasoning": "topic_reasoning"}
 MLVU_TYPES = {"2_needle": "findNeedle", "4_count": "count", "5_order": "order", "6_anomaly_reco": "anomaly_reco"}
-
-
-def real(*parts: str) -> Path:
-    path = BENCH_DIR.joinpath(*parts)
-    if not path.exists():  # a missing file is a broken setup, not a reason to skip
-        pytest.fail(f"real benchmark file {path} not found (set VAMBA_BENCHMARKS_DIR)")
-    return path
 
 
 def _json(path: Path) -> list[dict]:
@@ -61,7 +53,8 @@ def _video(path: Path, frames: int = 8, fps: int = 4) -> None:
 
 
 def _write_mlvu(root: Path, folder: str = "json", durations: tuple = (1200, 300)) -> None:
-    """All seven MLVU task files (invented questions in FORMATS.md's schema), one question per duration each."""
+    """All seven MLVU task files (invented questions in the official schema, docs/protocols.md §4), one question per
+    duration each."""
     for stem, video_dir in MLVU_FILES.items():
         task = MLVU_TYPES.get(stem, video_dir)
         rows = [{"video": f"{video_dir}_{i}.mp4", "duration": d, "question": f"Which colour is shown at step {i + 1}?",
@@ -75,8 +68,9 @@ def _write_mlvu(root: Path, folder: str = "json", durations: tuple = (1200, 300)
 # The subsets on the real files
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_duration_rule_on_the_real_videomme_annotations(tmp_path: Path) -> None:
-    path = real("videomme", "videomme_reconstructed.json")
+    path = VIDEOMME
     rows = _json(path)
     expected = [r["question_id"] for r in rows if r["duration"] == "long"]
     qs, sel = HOUREVAL.load_members({"videomme": tmp_path}, {"videomme": path})
@@ -87,7 +81,7 @@ def test_duration_rule_on_the_real_videomme_annotations(tmp_path: Path) -> None:
     assert sel["left_out_members"] == ["mlvu", "longvideobench"] and "'long'" in sel["rule"]
     by_id = {r["question_id"]: r for r in rows}
     member = HOUREVAL.parts()["videomme"]
-    for q in qs:  # the member's own video path and release prompt (PROTOCOLS.md §3), under the member's folder
+    for q in qs:  # the member's own video path and release prompt (docs/protocols.md §3), under the member's folder
         r = by_id[q.qid.removeprefix("videomme/")]
         assert q.video == str(tmp_path / "data" / f"{r['videoID']}.mp4")
         assert member.prompt(q, "release") == f"{HEAD}\n{RESPOND4}\n{r['question']}\n" + " ".join(r["options"])
@@ -108,7 +102,7 @@ def test_duration_rule_on_the_real_videomme_annotations(tmp_path: Path) -> None:
 
 
 def test_duration_rule_on_the_real_longvideobench_records(tmp_path: Path) -> None:
-    path = real("longvideobench", "lvb_val_sample.json")
+    path = LVB_SAMPLE
     rows = _json(path)
     expected = [r["id"] for r in rows if r["duration"] > 900]
     # the 900 s cut is LongVideoBench's own longest duration group on the real records
@@ -130,8 +124,7 @@ def test_duration_rule_on_the_real_longvideobench_records(tmp_path: Path) -> Non
 
 
 def test_a_record_without_duration_falls_back_to_the_video_length(tmp_path: Path) -> None:
-    rows = [{k: v for k, v in r.items() if k != "duration"} for r in _json(real("longvideobench",
-                                                                                "lvb_val_sample.json"))[:3]]
+    rows = [{k: v for k, v in r.items() if k != "duration"} for r in _json(LVB_SAMPLE)[:3]]
     rows = [{**r, "id": f"r{i}", "video_path": f"v{i}.mp4"} for i, r in enumerate(rows)]
     write_synthetic_video(tmp_path / "videos" / "v0.mp4", 902, width=32, height=32, fps=1)  # 902 s: kept
     _video(tmp_path / "videos" / "v1.mp4")  # 2 s: not hour-long; v2.mp4 is missing: undecided, left out
@@ -243,7 +236,7 @@ def members(tmp_path_factory) -> dict[str, Path]:
     _write_mlvu(mlvu)
     for stem in MLVU_TYPES:
         _video(mlvu / "video" / MLVU_FILES[stem] / f"{MLVU_FILES[stem]}_0.mp4")
-    for r in _json(real("longvideobench", "lvb_val_sample.json")):
+    for r in _json(LVB_SAMPLE):
         if r["duration"] > 900:
             _video(lvb / "videos" / r["video_path"])
     return {"videomme": vm, "mlvu": mlvu, "longvideobench": lvb}
@@ -252,7 +245,7 @@ def members(tmp_path_factory) -> dict[str, Path]:
 def _args(checkpoint: Path, members: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return ["eval", "benchmark=houreval", f"model.path={checkpoint}", f"output_dir={out}", "frames.count=4",
             "max_new_tokens=2", *(f"data_dirs.{m}={d}" for m, d in members.items()),
-            f"annotations.longvideobench={real('longvideobench', 'lvb_val_sample.json')}", *extra]
+            f"annotations.longvideobench={LVB_SAMPLE}", *extra]
 
 
 def _run(checkpoint: Path, members: dict[str, Path], out: Path, *extra: str) -> dict:
@@ -275,10 +268,10 @@ def test_release_run_reports_members_and_the_pooled_figure(checkpoint, members, 
     summary = _run(checkpoint, members, tmp_path, "protocol=release")
     assert "houreval subsets" in capsys.readouterr().out  # printed at start-up
     rows = _rows(tmp_path)
-    lvb_ids = [r["id"] for r in _json(real("longvideobench", "lvb_val_sample.json")) if r["duration"] > 900]
+    lvb_ids = [r["id"] for r in _json(LVB_SAMPLE) if r["duration"] > 900]
     assert set(rows) == {"videomme/901-1", "videomme/901-2", *(f"mlvu/{t}_0" for t in MLVU_TYPES.values()),
                          *(f"longvideobench/{i}" for i in lvb_ids)}
-    # pooled over every question of the three members (PROTOCOLS.md §8), each member pooled
+    # pooled over every question of the three members (docs/protocols.md §8), each member pooled
     assert summary["overall"] == {"accuracy": pytest.approx(100 * sum(r["correct"] for r in rows.values()) / len(rows)),
                                   "correct": sum(r["correct"] for r in rows.values()), "total": len(rows)}
     assert {m: b["overall"]["total"] for m, b in summary["members"].items()} == {"videomme": 2, "mlvu": 4,
@@ -318,7 +311,7 @@ def test_official_run_scores_each_member_as_the_member_itself(checkpoint, member
     assert rows["mlvu/count_0"]["answer"] == "D"  # the official gold: the LAST equal candidate
     assert rows["videomme/901-1"]["prompt"].endswith("D. 4.\nThe best answer is:<|im_end|>\n<|im_start|>assistant\n")
     # LongVideoBench alone, on the same subset: the same replies, letters and aggregate (its seeded random draws)
-    lvb_rows = [r for r in _json(real("longvideobench", "lvb_val_sample.json")) if r["duration"] > 900]
+    lvb_rows = [r for r in _json(LVB_SAMPLE) if r["duration"] > 900]
     (tmp_path / "subset.json").write_text(json.dumps(lvb_rows))
     assert main(["eval", "benchmark=longvideobench", f"model.path={checkpoint}",
                  f"data_dir={members['longvideobench']}", f"annotation={tmp_path / 'subset.json'}",

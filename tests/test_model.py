@@ -8,6 +8,7 @@ from transformers import Qwen2VLForConditionalGeneration
 
 from vamba import VambaConfig, VambaForConditionalGeneration, from_qwen2vl
 from vamba.modeling import VambaCache
+from vamba.modeling.compat import CACHE
 from vamba.modeling.tiny import (
     BOS,
     EOS,
@@ -475,9 +476,9 @@ def test_cache_is_vamba_cache(vamba):
     ids, mask, pixels, grid = _video_batch(vamba.config, [(6, 4)], seed=17)
     with torch.no_grad():
         out = vamba(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, video_grid_thw=grid, use_cache=True)
-    assert isinstance(out.past_key_values, VambaCache)
-    assert set(out.past_key_values.video_kv) == {0, 1}
-    k, v = out.past_key_values.video_kv[0]
+    assert isinstance(out[CACHE], VambaCache)
+    assert set(out[CACHE].video_kv) == {0, 1}
+    k, v = out[CACHE].video_kv[0]
     assert k.shape == (1, 2, 8, 16)  # (batch, kv heads, M = 2 x 4 x 4 patches / 2x2 merge, head dim)
     assert EOS != BOS
 
@@ -514,7 +515,7 @@ def test_encode_once_then_answer_many_questions_equals_encoding_per_question(vam
         with torch.no_grad():
             once = vamba.generate(
                 input_ids=ids,
-                past_key_values=video_cache.fork(),
+                **{CACHE: video_cache.fork()},
                 max_new_tokens=4,
                 do_sample=False,
                 eos_token_id=None,
@@ -529,7 +530,7 @@ def test_encode_once_then_answer_many_questions_equals_encoding_per_question(vam
                 eos_token_id=None,
                 pad_token_id=0,
             )
-            logits_once = vamba(input_ids=ids, past_key_values=video_cache.fork()).logits
+            logits_once = vamba(input_ids=ids, **{CACHE: video_cache.fork()}).logits
             logits_full = vamba(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid).logits
         assert torch.equal(once, per_question)
         torch.testing.assert_close(logits_once, logits_full)
@@ -555,8 +556,8 @@ def test_streaming_prefill_equals_full_prefill(vamba, chunk):
         torch.testing.assert_close(streamed.video_kv[layer][1], full.video_kv[layer][1], atol=1e-5, rtol=1e-5)
     ids = _prompt(6, True, _seed(24))[None]
     with torch.no_grad():
-        a = vamba(input_ids=ids, past_key_values=full.fork()).logits
-        b = vamba(input_ids=ids, past_key_values=streamed.fork()).logits
+        a = vamba(input_ids=ids, **{CACHE: full.fork()}).logits
+        b = vamba(input_ids=ids, **{CACHE: streamed.fork()}).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -569,3 +570,20 @@ def test_long_videos_stream_by_default(vamba, monkeypatch):
     assert len(calls) == 1  # 16 frames > 8: streamed
     vamba.encode_video(pixel_values_videos=pixels, video_grid_thw=grid)  # default threshold 256: not streamed
     assert len(calls) == 1
+
+
+def test_a_transformers_release_outside_the_range_fails_at_import(monkeypatch):
+    """vamba.modeling.compat names the tested range; a release outside it is refused before any model code runs."""
+    import importlib
+
+    import transformers
+
+    from vamba.modeling import compat
+
+    for version in ("5.22.2", "5.26.0", "6.0.0.dev0"):
+        monkeypatch.setattr(transformers, "__version__", version)
+        with pytest.raises(ImportError, match=rf"transformers >=5\.23,<5\.26 \(tested: 5\.23, 5\.24, 5\.25\), found "
+                                              rf"{version}: pip install 'transformers>=5\.23,<5\.26'"):
+            importlib.reload(compat)
+    monkeypatch.undo()
+    assert importlib.reload(compat).RELEASE == tuple(int(p) for p in transformers.__version__.split(".")[:2])

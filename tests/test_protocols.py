@@ -1,21 +1,22 @@
-"""The two evaluation protocols against `../shared/benchmarks/PROTOCOLS.md`, the outside oracle.
+"""The two evaluation protocols against the official and release sources that docs/protocols.md cites.
 
-Prompts are compared byte for byte with PROTOCOLS.md's literal templates (transcribed below with their placeholders
-filled), for 4- and 5-option questions; the settings with its per-benchmark table; frame indices and the pre-resize
-with its literal rules; subtitles with its selection rule on a real `.srt` written here. The real annotation files
-(the reconstructed Video-MME set, the LongVideoBench records) are read in place from `../shared/benchmarks`; nothing
-of them is copied here: expectations about them are computed from the files.
+Prompts are compared byte for byte with the sources' literal templates (transcribed below with their placeholders
+filled), for 4- and 5-option questions; the settings with the per-benchmark table; frame indices and the pre-resize
+with their literal rules; subtitles with the selection rule on a real `.srt` written here. Real annotation records:
+the LongVideoBench sample in `tests/fixtures/longvideobench` (CC BY-NC-SA 4.0); the reconstructed Video-MME set,
+which may not be redistributed, read in place from the shared folder (`conftest.SHARED`; skipped without it).
+Expectations about them are computed from the files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, SHARED
 
 from vamba.data.frames import FrameSpec, edge_resize_size, linspace_indices, sample_indices, target_size
 from vamba.evals.benchmark import Question
@@ -26,8 +27,8 @@ from vamba.evals.benchmarks.videomme import extractor_indices
 from vamba.evals.protocol import Settings, resolve
 from vamba.evals.subtitles import SubtitleError, longvideobench_lines, videomme_lines
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(os.environ.get("VAMBA_BENCHMARKS_DIR", REPO.parent / "shared" / "benchmarks"))
+VIDEOMME = SHARED / "benchmarks" / "videomme" / "videomme_reconstructed.json"
+LVB_SAMPLE = FIXTURES / "longvideobench" / "lvb_val_sample.json"
 
 HEAD = "Select the best answer to the following multiple-choice question based on the video."
 RESPOND4 = "Respond with only the letter (A, B, C, or D) of the correct option."
@@ -40,13 +41,6 @@ MVB_SYSTEM = ("Carefully watch the video and pay attention to the cause and sequ
               "option that accurately addresses the question.")
 
 
-def real(*parts: str) -> Path:
-    path = BENCH_DIR.joinpath(*parts)
-    if not path.exists():  # a missing file is a broken setup, not a reason to skip
-        pytest.fail(f"real benchmark file {path} not found (set VAMBA_BENCHMARKS_DIR)")
-    return path
-
-
 def q_(options: list[str], question: str = "What does the man hold?", **kw) -> Question:
     return Question("q", "v.mp4", question, options, "A", {}, **kw)
 
@@ -56,7 +50,7 @@ FIVE = FOUR + ["a key"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Prompts: PROTOCOLS.md's templates, literally
+# Prompts: docs/protocols.md's templates, literally
 
 
 def test_mlvu_prompts() -> None:
@@ -116,13 +110,14 @@ def test_lvbench_and_hourvideo_prompts() -> None:
 
 
 def _videomme_records() -> list[dict]:
-    return json.loads(real("videomme", "videomme_reconstructed.json").read_text(encoding="utf-8"))
+    return json.loads(VIDEOMME.read_text(encoding="utf-8"))
 
 
+@pytest.mark.shared("benchmarks/videomme")
 def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
     rows = _videomme_records()
     bench = get_benchmark("videomme")
-    qs = bench.load(tmp_path, real("videomme", "videomme_reconstructed.json"))
+    qs = bench.load(tmp_path, VIDEOMME)
     assert len(qs) == len(rows) == 2700 and not [q for q in qs if q.error]
     assert len({q.video for q in qs}) == 900
     per_duration = {}
@@ -131,7 +126,7 @@ def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
     assert {k: len(v) for k, v in per_duration.items()} == {"short": 300, "medium": 300, "long": 300}
     assert {q.categories["duration"][0] for q in qs} == {"short", "medium", "long"}
     assert len({q.categories["task_type"][0] for q in qs}) == 12 and len({q.categories["domain"][0] for q in qs}) == 6
-    for q, r in zip(qs, rows):  # every prompt, from the record's own fields and PROTOCOLS.md's templates
+    for q, r in zip(qs, rows):  # every prompt, from the record's own fields and docs/protocols.md's templates
         assert q.qid == r["question_id"] and q.answer == r["answer"] and q.video == f"data/{r['videoID']}.mp4"
         options = r["options"]
         assert bench.prompt(q, "official") == (f"{HEAD} {RESPOND4}\n{r['question']}\n" + "\n".join(options)
@@ -142,7 +137,7 @@ def test_videomme_real_annotations_and_prompts(tmp_path: Path) -> None:
 
 
 def test_longvideobench_real_records(tmp_path: Path) -> None:
-    path = real("longvideobench", "lvb_val_sample.json")
+    path = LVB_SAMPLE
     rows = json.loads(path.read_text(encoding="utf-8"))
     bench = get_benchmark("longvideobench")
     qs = bench.load(tmp_path, path)
@@ -159,7 +154,7 @@ def test_longvideobench_real_records(tmp_path: Path) -> None:
 
 
 def test_release_chat_frame() -> None:
-    """PROTOCOLS 0.1: one user message, the video markers, then TEXT; the default system prompt; no priming."""
+    """docs/protocols.md §0.1: one user message, the video markers, then TEXT; the default system prompt; no priming."""
     from vamba.data.processor import VambaProcessor
 
     text = get_benchmark("mlvu").prompt(q_(FOUR), "release")
@@ -171,7 +166,7 @@ def test_release_chat_frame() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Settings: PROTOCOLS.md 0.1's table
+# Settings: docs/protocols.md §0.1's table
 
 
 @pytest.mark.parametrize("name,frames,edge,sampler", [
@@ -218,8 +213,8 @@ def test_command_line_values_override_the_protocol() -> None:
 
 
 def _literal_release_indices(total: int, n: int) -> list[int]:
-    """PROTOCOLS 0.1, written out: index i = (s[i] + s[i+1]) // 2, s = linspace(0, T, N + 1) truncated; all frames if
-    N >= T; the processor drops the last frame of an odd count."""
+    """docs/protocols.md §0.1, written out: index i = (s[i] + s[i+1]) // 2, s = linspace(0, T, N + 1) truncated;
+    all frames if N >= T; the processor drops the last frame of an odd count."""
     if n >= total:
         idx = list(range(total))
     else:
@@ -244,7 +239,7 @@ def test_release_frame_indices_follow_the_literal_rule() -> None:
 
 
 def test_release_pre_resize() -> None:
-    # PROTOCOLS 0.1's example: 1280x720 at L=480 -> 480x270 -> 476x280 = 170 tokens per frame pair
+    # docs/protocols.md §0.1's example: 1280x720 at L=480 -> 480x270 -> 476x280 = 170 tokens per frame pair
     assert edge_resize_size(720, 1280, 480) == (270, 480)
     h, w = target_size(270, 480, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
     assert (h, w) == (280, 476) and (h // 28) * (w // 28) == 170

@@ -12,7 +12,6 @@ synthetic training data use (the reply is then a letter). Long videos can be str
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from .data.frames import FrameSpec
 from .data.processor import VambaProcessor
 from .data.video import load_video
 from .evals.inference import EvalModelConfig, answer, encode, load_model
+from .modeling.errors import ArgParser, UsageError
 
 
 def load(path: str | Path, model_type: str = "vamba", device: str | None = None, processor: str | None = None):
@@ -60,14 +60,14 @@ def multiple_choice_prompt(question: str, choices: list[str]) -> str:
     from .evals.benchmark import VAMBA_HEAD, letter_list, option_lines
 
     if not 2 <= len(choices) <= 26:
-        raise ValueError(f"choices: give 2 to 26 options, got {len(choices)}")
+        raise UsageError(f"choices: give 2 to 26 options, got {len(choices)}")
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(choices)]
     return (f"{VAMBA_HEAD}\nRespond with only the letter ({letter_list(letters)}) of the correct option.\n"
             f"{question}\n{option_lines(list(choices), 'paren')}")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vamba chat", description="Ask a model about a video.")
+    parser = ArgParser(prog="vamba chat", description="Ask a model about a video.")
     parser.add_argument("question")
     parser.add_argument("--model", required=True, help="checkpoint directory")
     parser.add_argument("--video", required=True, help="video file")

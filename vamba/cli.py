@@ -10,24 +10,30 @@ Commands:
                      `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B
     distill-teacher  store a Qwen2-VL teacher's top-k logits over a training mixture
 
-Run `vamba <command> --help` for a command's options.
+Run `vamba <command> --help` for a command's options. A mistake in the input (a bad option value or config key, an
+unknown benchmark, a missing or unreadable file or folder) prints one line and exits with code 2; `--debug` (or
+VAMBA_DEBUG=1) shows its traceback. Any other error is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import enum
+import os
 import sys
 import typing
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from .modeling.errors import ArgParser, UsageError
 from .parallel import launch
 
 
 def _convert(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vamba convert", description="Convert a Qwen2-VL checkpoint to Vamba.")
+    parser = ArgParser(prog="vamba convert", description="Convert a Qwen2-VL checkpoint to Vamba.")
     parser.add_argument("--base", required=True, help="Qwen2-VL checkpoint directory (config.json + safetensors)")
     parser.add_argument("--out", required=True, help="output directory for the Vamba checkpoint")
     parser.add_argument("--mixer-type", choices=["mamba2", "mamba1", "none"], default="mamba2")
@@ -48,7 +54,7 @@ def _convert(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgParser(
         prog="vamba export", description="Re-save a Vamba checkpoint (ours or the release's) in a chosen format."
     )
     parser.add_argument("--model", required=True, help="Vamba checkpoint directory (our format or the release's)")
@@ -66,14 +72,17 @@ def _export(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     import hydra
 
-    from .config import CONFIG_DIR
+    from .config import CONFIG_DIR, compose
     from .train import config  # noqa: F401  (registers the schemas before Hydra composes)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def app(cfg) -> None:
-        run_training(cfg)
+        if report_user_errors("vamba train", run_training, cfg) == 2:  # reported here: Hydra would print a traceback
+            sys.exit(2)
         launch.finish()  # under torchrun
 
+    if not any(a.startswith("-") for a in argv):  # plain overrides: a bad key or value is one line, not Hydra's
+        compose("train", argv)
     sys.argv = ["vamba train", *argv]  # Hydra reads its overrides (and --help, --multirun) from sys.argv
     app()
     return 0
@@ -176,17 +185,49 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input raises (for programs and tests; the command line is `run`)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in COMMANDS:
+        raise UsageError(f"unknown command {argv[0]!r}; expected one of: {', '.join(COMMANDS)} (see `vamba --help`)")
+    return COMMANDS[argv[0]](argv[1:])
+
+
+def report_user_errors(prog: str, fn, *args) -> Any:
+    """`fn(*args)`, except that a user error (`UsageError`, a file error, a Hydra/OmegaConf config error) prints
+    one line to stderr and returns 2; unless VAMBA_DEBUG=1, which re-raises it with its traceback."""
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return fn(*args)
+    except (UsageError, OSError, HydraException, OmegaConfBaseException) as e:
+        if os.environ.get("VAMBA_DEBUG") == "1":
+            raise
+        reason = e.__cause__ if isinstance(e, HydraException) and e.__cause__ else e  # OmegaConf's names the key
+        lines = [ln.strip() for ln in str(reason).split("Config search path")[0].splitlines() if ln.strip()]
+        text = " ".join(ln for ln in lines if not ln.startswith(("To append", "full_key", "object_type", "reference")))
+        hint = f" (see `{prog} --help`)" if isinstance(e, (HydraException, OmegaConfBaseException)) else ""
+        print(f"{prog}: error: {text or type(e).__name__}{hint}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The `vamba` command line (also under torchrun): `main`, with user errors reported as one line (exit code 2,
+    see the module doc); a torchrun worker that fails leaves its process group cleanly and torchrun stops the others."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv.remove("--debug")
+        os.environ["VAMBA_DEBUG"] = "1"
+    try:
+        code = report_user_errors(f"vamba {argv[0]}" if argv and argv[0] in COMMANDS else "vamba", main, argv)
     except BaseException:
-        if launch.initialized():  # a torchrun worker: leave its process group cleanly, torchrun stops the others
-            launch.abort(1)
+        if launch.initialized():
+            launch.abort(1)  # a SystemExit keeps its own code
         raise
+    if code == 2 and launch.initialized():
+        launch.abort(2)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

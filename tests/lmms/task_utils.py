@@ -2,7 +2,7 @@
 benchmark's questions as an lmms-eval task, in lmms-eval's own conventions (a JSON dataset, `doc_to_visual` giving
 the video path, and its shared multiple-choice extractor for scoring, as its lvbench task does)."""
 
-# The Vamba release's multiple-choice instruction, as PROTOCOLS.md quotes it for LVBench (the synthetic benchmark's
+# The Vamba release's multiple-choice instruction, as docs/protocols.md quotes it for LVBench (the synthetic benchmark's
 # prompt); written out here, not imported, so the lane shows that `vamba eval` sends this same text.
 PROMPT = ("Select the best answer to the following multiple-choice question based on the video.\n"
           "Respond with only the letter (A, B, C, or D) of the correct option.\n")

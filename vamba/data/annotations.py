@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from ..modeling.errors import UsageError
+
 FORMATS = ("llava", "caption", "webdataset")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SPEAKERS = ("human", "gpt", "system", "user", "assistant")
 FIELDS = {"llava": ("conversations", "id", "image", "video"), "caption": ("image", "caption"), "webdataset": ()}
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UsageError):
     """An annotation file that cannot be read as its declared format (message names file and line)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..modeling.errors import UsageError
 from .annotations import AnnotationError, check_llava
 from .frames import FrameSpec
 from .processor import IGNORE_INDEX, Message, VambaProcessor
@@ -132,7 +133,7 @@ class SampleBuilder:
                  frames: FrameSpec | None = None, max_text_tokens: int | None = None,
                  caption_prompt: str = "fixed", seed: int = 0):
         if caption_prompt not in CAPTION_PROMPTS:
-            raise ValueError(f"caption_prompt must be one of {CAPTION_PROMPTS}, got {caption_prompt!r}")
+            raise UsageError(f"caption_prompt must be one of {CAPTION_PROMPTS}, got {caption_prompt!r}")
         self.processor = processor
         self.fmt = fmt
         self.root = Path(root) if root is not None else None

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+from ..modeling.errors import UsageError
+
 # Qwen2-VL's video defaults (its video processor config): 128 to 768 merged 28x28 patches per frame.
 DEFAULT_MIN_PIXELS = 128 * 28 * 28
 DEFAULT_MAX_PIXELS = 768 * 28 * 28
@@ -87,16 +89,16 @@ class FrameSpec:
             try:
                 self.mode = Sampling(str(self.mode))
             except ValueError:
-                raise ValueError(f"frames.mode must be one of {', '.join(m.value for m in Sampling)}, "
+                raise UsageError(f"frames.mode must be one of {', '.join(m.value for m in Sampling)}, "
                                  f"got {self.mode!r}") from None
         for name in ("count", "fps", "token_budget", "min_pixels", "max_pixels"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"frames.{name} must be positive, got {value}")
+                raise UsageError(f"frames.{name} must be positive, got {value}")
         if self.mode is Sampling.fps and self.fps is None:
-            raise ValueError("frames.mode=fps needs frames.fps")
+            raise UsageError("frames.mode=fps needs frames.fps")
         if self.mode is Sampling.auto and self.token_budget is None:
-            raise ValueError("frames.mode=auto needs frames.token_budget")
+            raise UsageError("frames.mode=auto needs frames.token_budget")
 
     def fill(self, **defaults: Any) -> FrameSpec:
         """A copy whose unset (None) fields take ``defaults`` (e.g. the processor's pixel bounds)."""
@@ -285,7 +287,7 @@ def plan(spec: FrameSpec, total: int, native_fps: float, height: int, width: int
     if mode is Sampling.auto:
         fit = frames_for_token_budget(spec.token_budget, *out)
         if fit < TEMPORAL_PATCH:
-            raise ValueError(f"frames.token_budget={spec.token_budget} does not fit even {TEMPORAL_PATCH} frames at "
+            raise UsageError(f"frames.token_budget={spec.token_budget} does not fit even {TEMPORAL_PATCH} frames at "
                              f"{out[0]}x{out[1]}; raise the budget or lower max_pixels")
         idx = sample_indices(n, native_fps, "uniform", num_frames=fit, max_frames=spec.count or DEFAULT_MAX_FRAMES)
     elif mode is Sampling.fps:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from hydra.core.config_store import ConfigStore
 
+from ..modeling.errors import UsageError
 from .annotations import FORMATS, AnnotationError, read_annotations
 from .dataset import CAPTION_PROMPTS, SampleBuilder, SampleError, VambaDataset, sample_kind
 from .frames import FrameSpec, as_spec
@@ -80,7 +81,7 @@ ConfigStore.instance().store(group="data", name="data_schema", node=MixtureConfi
 def _select(n: int, src: SourceConfig, seed: int) -> np.ndarray:
     """Row numbers of a source after its weight, shuffle and cap."""
     if src.weight < 0:
-        raise ValueError(f"data source {src.name!r}: weight must be >= 0, got {src.weight}")
+        raise UsageError(f"data source {src.name!r}: weight must be >= 0, got {src.weight}")
     rng = np.random.default_rng([seed, zlib.crc32(src.name.encode())])
     whole, frac = divmod(src.weight, 1.0)
     picked = np.concatenate([np.tile(np.arange(n), int(whole)), rng.choice(n, round(frac * n), replace=False)])
@@ -123,12 +124,12 @@ def _check_source(src: SourceConfig, records: Sequence[dict[str, Any]], rows: np
         except SampleError as e:
             reasons[e.reason] += 1
     else:
-        raise ValueError(f"data source {src.name!r} ({src.annotation}): no usable sample among the "
+        raise UsageError(f"data source {src.name!r} ({src.annotation}): no usable sample among the "
                          f"{min(probe, len(rows))} probed of {len(records)} records; "
                          f"reasons: {dict(sorted(reasons.items()))}")
     kind = src.kind or (None if src.format == "llava" else "image")
     if kind is not None and not kinds[kind]:
-        raise ValueError(f"data source {src.name!r} ({src.annotation}) declares kind {kind!r} but none of "
+        raise UsageError(f"data source {src.name!r} ({src.annotation}) declares kind {kind!r} but none of "
                          f"{min(probe, len(rows))} probed records carries one: {dict(sorted(kinds.items()))}; "
                          f"skipped: {dict(sorted(reasons.items()))}")
     return kinds
@@ -142,16 +143,16 @@ def build_mixture(
     `cfg` may be a `MixtureConfig` or an OmegaConf node with that schema.
     """
     if not cfg.sources:
-        raise ValueError(f"data mixture {cfg.name!r} has no sources")
+        raise UsageError(f"data mixture {cfg.name!r} has no sources")
     if cfg.caption_prompt not in CAPTION_PROMPTS:
-        raise ValueError(f"data.caption_prompt must be one of {CAPTION_PROMPTS}, got {cfg.caption_prompt!r}")
+        raise UsageError(f"data.caption_prompt must be one of {CAPTION_PROMPTS}, got {cfg.caption_prompt!r}")
     builders: dict[str, SampleBuilder] = {}
     sources, ids, rows = [], [], []
     for n, src in enumerate(cfg.sources):
         if src.format not in FORMATS:
-            raise ValueError(f"data source {src.name!r}: format must be one of {FORMATS}, got {src.format!r}")
+            raise UsageError(f"data source {src.name!r}: format must be one of {FORMATS}, got {src.format!r}")
         if src.kind is not None and src.kind not in KINDS:
-            raise ValueError(f"data source {src.name!r}: kind must be one of {KINDS} or null, got {src.kind!r}")
+            raise UsageError(f"data source {src.name!r}: kind must be one of {KINDS} or null, got {src.kind!r}")
         builders[src.name] = SampleBuilder(processor, src.format, src.root, as_spec(src.frames), cfg.max_text_tokens,
                                            cfg.caption_prompt, cfg.seed)
         records = read_annotations(src.format, src.annotation, dict(src.columns or {}))

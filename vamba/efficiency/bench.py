@@ -7,13 +7,13 @@ tables; points predicted to exceed --max-gb or --max-seconds are skipped. docs/e
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..modeling.errors import ArgParser
 from .flops import prefill_flops
 from .measure import measure_batch
 from .memory import SYSTEMS, get_profile, memory_account
@@ -182,8 +182,8 @@ def plot(rows: list[dict], path: Path, ylabel: str, series: list[tuple[str, str,
     return drawn
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vamba bench", description=__doc__.splitlines()[0])
+def build_parser() -> ArgParser:
+    p = ArgParser(prog="vamba bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="small", choices=("7b", "small", "tiny", "quickstart"),
                    help="a flavor (vamba.modeling.flavors); 7b: FLOPs and the account, measured only on a GPU")
     p.add_argument("--frames", type=lambda t: sorted({int(x) for x in t.split(",")}), default=[16, 64, 256],
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("outputs") / "bench" / args.model
     out.mkdir(parents=True, exist_ok=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        rows = bench_rows(args.model, args.frames, args.height, args.width, args.text_tokens, args.stream_chunk)
-    except ValueError as exc:
-        raise SystemExit(f"vamba bench: {exc}") from exc
+    rows = bench_rows(args.model, args.frames, args.height, args.width, args.text_tokens, args.stream_chunk)
     if not args.flops_only:
         measure_rows(rows, args, device, train=False)
         if args.train_step:

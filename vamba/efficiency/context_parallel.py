@@ -8,11 +8,11 @@ measures the 1/W law at small size on CPU.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..modeling.errors import ArgParser
 from .memory import GB, Profile, get_profile, profile_geometry, sizes
 
 PAPER_TRAIN_GB = {16: 44.4, 64: 46.5, 128: 52.8, 256: 65.8, 512: 76.5}  # DESIGN.md section 5, Vamba, 1 sample/GPU
@@ -101,7 +101,7 @@ def account_table(gpus: int = 8, budget_gb: float = 80.0) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`vamba bench --context-parallel`: print the table, write context_parallel_account.json under --out."""
-    parser = argparse.ArgumentParser(prog="vamba bench --context-parallel",
+    parser = ArgParser(prog="vamba bench --context-parallel",
                                      description="Context parallel at 7B: per-rank training memory, frames, traffic.")
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--budget-gb", type=float, default=80.0)

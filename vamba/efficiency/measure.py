@@ -23,6 +23,7 @@ import torch
 from transformers import Qwen2VLForConditionalGeneration
 
 from vamba.modeling import VambaForConditionalGeneration
+from vamba.modeling.compat import CACHE
 
 from .memory import Profile, VideoGeometry, get_profile, profile_geometry
 
@@ -51,7 +52,7 @@ def run_prefill(model: torch.nn.Module, system: str, inputs: dict[str, torch.Ten
         if system == "vamba_stream":
             cache = model.encode_video(inputs["pixel_values_videos"], inputs["video_grid_thw"],
                                        chunk_frames=chunk_frames)
-            return model(input_ids=inputs["input_ids"], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return model(input_ids=inputs["input_ids"], **{CACHE: cache}, use_cache=True, logits_to_keep=1)
         return model(**inputs, use_cache=True, logits_to_keep=0 if system == "qwen2vl_stock" else 1)
 
 

@@ -21,6 +21,8 @@ from vamba.modeling.flavors import get_flavor, qwen2vl_config, vamba_config
 from vamba.modeling.mamba2 import Mamba2Mixer
 from vamba.modeling.ssd import _DEFAULT_MAX_BLOCK_ELEMENTS as SSD_BLOCK_ELEMENTS
 
+from ..modeling.errors import UsageError
+
 GB = 1e9
 SYSTEMS = ("qwen2vl", "qwen2vl_stock", "vamba", "vamba_stream")
 MIXER_PIECE = Mamba2Mixer.inference_piece_len  # tokens per mixer call without autograd
@@ -88,7 +90,7 @@ def profile_geometry(profile: Profile, frames: int, height: int | None = None, w
     v = profile.qwen2vl.vision_config
     tp, factor = v.temporal_patch_size, v.patch_size * v.spatial_merge_size
     if frames <= 0 or frames % tp:
-        raise ValueError(f"frames must be a positive multiple of the temporal patch size {tp}, got {frames}")
+        raise UsageError(f"frames must be a positive multiple of the temporal patch size {tp}, got {frames}")
     rh, rw = smart_resize(height or profile.height, width or profile.width, factor=factor,
                           min_pixels=profile.min_tokens_per_frame_pair * factor**2,
                           max_pixels=profile.max_tokens_per_frame_pair * factor**2)
@@ -222,7 +224,7 @@ def memory_account(profile: Profile, system: str, frames: int, height: int | Non
     stock logits, as the transformers of the paper's time made. ValueError for an unknown system.
     """
     if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; choose one of {SYSTEMS}")
+        raise UsageError(f"unknown system {system!r}; choose one of {SYSTEMS}")
     b = torch.empty(0, dtype=dtype or profile.dtype).element_size()
     s, geom = sizes(profile, b), profile_geometry(profile, frames, height, width)
     T = profile.text_tokens if text_tokens is None else text_tokens

@@ -3,7 +3,7 @@
 Why one module: benchmark numbers differ by whole points depending on how a reply like "I think B" or
 "The answer is (B)." is read, so every benchmark, the runner and the tests use the same table of rules, and a
 benchmark's protocol chooses a rule by name. The rules reproduce the outside code that defines them
-(`../shared/benchmarks/PROTOCOLS.md` names each source); each returns the letters of `letters` the reply counts as
+(docs/protocols.md names each source); each returns the letters of `letters` the reply counts as
 (one letter, except `mvbench`), or None (unparsed: the protocol then counts it wrong, leaves it out, or draws a
 random option). A verdict is "the gold letter is among the returned letters" (`scoring.verdict`).
 

@@ -1,14 +1,14 @@
 """The benchmark interface: one `Question` type for every benchmark, and the `Benchmark` base class.
 
 Why one type: the runner, the results file and the scorer must not know which benchmark they serve. Each benchmark
-module turns its own annotation format (FORMATS.md) into `Question`s and declares what its two protocols fix
+module turns its own annotation format (docs/protocols.md) into `Question`s and declares what its two protocols fix
 (`vamba.evals.protocol`): per protocol the input settings, the prompt (system prompt, user text, answer priming),
 the gold letter, the answer rule, how an unparsed reply counts and the headline aggregation. The base class does the
 rest, so a benchmark module stays small and two benchmarks never disagree on a shared step.
 
-- ``official``: the benchmark's own evaluation (PROTOCOLS.md, "Official");
-- ``release``: the Vamba release's evaluation, byte for byte (PROTOCOLS.md, "Release"): the prompt of its script for
-  that benchmark, the release answer rule, pooled accuracy with unparsed replies counted wrong.
+- ``official``: the benchmark's own evaluation (docs/protocols.md, "Official");
+- ``release``: the Vamba release's evaluation, byte for byte (docs/protocols.md, "Release"): the prompt of its script
+  for that benchmark, the release answer rule, pooled accuracy with unparsed replies counted wrong.
 
 Paths: `Question.video` / `Question.subtitles` are relative to the benchmark's *data dir* (they include
 `Benchmark.video_root`) or absolute. Loaders never check that videos exist (the runner records a missing video per

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..modeling.errors import UsageError
 from .judge import Judge, JudgeError, Reply
 
 JUDGE = {"model": "gpt-4o-2024-05-13", "sampling": {"temperature": 1, "top_p": 1, "frequency_penalty": 0,
@@ -43,7 +44,7 @@ _NUMBERS = {str(i) for i in range(101)}
 def prompt_name(visual: str, mode: str, accr: bool) -> str:
     """The official prompt file (`utils.select_prompt`): ACCR applies to videos only."""
     if visual not in ("img", "vid") or mode not in MODES:
-        raise ValueError(f"G-VEval: visual must be img|vid and judge.gveval_mode one of {', '.join(MODES)}, "
+        raise UsageError(f"G-VEval: visual must be img|vid and judge.gveval_mode one of {', '.join(MODES)}, "
                          f"got {visual!r}, {mode!r}")
     return f"vid/accr/{mode}.txt" if visual == "vid" and accr else f"{visual}/{mode}.txt"
 
@@ -57,12 +58,12 @@ def load_prompt(folder: str | Path, name: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ValueError(f"judge.gveval_prompts: cannot read {path} ({e.strerror}); point it at a checkout of "
+        raise UsageError(f"judge.gveval_prompts: cannot read {path} ({e.strerror}); point it at a checkout of "
                          f"https://github.com/ztangaj/gveval") from None
     size, want = PROMPTS[name]
     got = sha256(data).hexdigest()
     if (len(data), got) != (size, want):
-        raise ValueError(f"{path} differs from the official G-VEval prompt {name}: sha256 {got} ({len(data)} bytes), "
+        raise UsageError(f"{path} differs from the official G-VEval prompt {name}: sha256 {got} ({len(data)} bytes), "
                          f"expected {want} ({size} bytes); refusing to score with it")
     return data.decode("utf-8")
 

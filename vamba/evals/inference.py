@@ -11,12 +11,13 @@ whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data.processor import VambaProcessor, patchify
+from ..modeling.compat import CACHE, LOAD_DEFAULTS
+from ..modeling.errors import UsageError, check_checkpoint
 
 
 @dataclass
@@ -35,15 +36,15 @@ def load_model(cfg: EvalModelConfig, device: torch.device):
     from ..modeling import VambaForConditionalGeneration
 
     if cfg.type not in ("vamba", "qwen2_vl"):
-        raise ValueError(f"model.type must be 'vamba' or 'qwen2_vl', got {cfg.type!r}")
+        raise UsageError(f"model.type must be 'vamba' or 'qwen2_vl', got {cfg.type!r}")
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, cfg.dtype)
-    if not (Path(cfg.path) / "config.json").is_file():
-        raise FileNotFoundError(f"model.path={cfg.path}: no config.json there (a local checkpoint directory is needed)")
+    check_checkpoint(cfg.path, "model.path", hub_ids=False)
     cls = VambaForConditionalGeneration if cfg.type == "vamba" else Qwen2VLForConditionalGeneration
-    model = cls.from_pretrained(cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation).to(device).eval()
+    model = cls.from_pretrained(cfg.path, dtype=dtype, attn_implementation=cfg.attn_implementation, **LOAD_DEFAULTS)
+    model = model.to(device).eval()
     layout = "vamba" if cfg.type == "vamba" else "qwen2_vl"
     source = cfg.processor or cfg.path
     if source == "tiny":
@@ -103,7 +104,7 @@ def answer(model, processor: VambaProcessor, messages: list[dict], encoded: Enco
     if cached:
         text = processor.render(messages, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        extra: dict[str, Any] = {"past_key_values": encoded.cache.fork()}
+        extra: dict[str, Any] = {CACHE: encoded.cache.fork()}
     else:
         batch = processor(messages, add_generation_prompt=True)
         ids = batch.pop("input_ids")
@@ -118,7 +119,7 @@ def answer(model, processor: VambaProcessor, messages: list[dict], encoded: Enco
     ids = ids.to(device)
     stop = [processor.im_end_id, tokenizer.eos_token_id]
     if cached and not gen["do_sample"] and _plain_greedy(model):
-        new_ids = _greedy(model, ids, extra["past_key_values"], gen["max_new_tokens"], set(stop))
+        new_ids = _greedy(model, ids, extra[CACHE], gen["max_new_tokens"], set(stop))
     else:
         new_ids = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **gen,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=stop)[0, ids.shape[1]:]
@@ -139,7 +140,7 @@ def _greedy(model, ids: torch.Tensor, cache, max_new_tokens: int, stop: set[int]
     out = []
     step_ids = ids
     for _ in range(max_new_tokens):
-        logits = model(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        logits = model(input_ids=step_ids, **{CACHE: cache}, use_cache=True, logits_to_keep=1).logits
         token = int(logits[0, -1].argmax())
         out.append(token)
         if token in stop:

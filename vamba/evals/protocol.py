@@ -1,7 +1,7 @@
 """The two evaluation protocols, and the input and generation settings a protocol fixes for one benchmark.
 
 ``official`` is the benchmark's own evaluation (its prompt, answer extraction and aggregation); ``release`` is the
-original Vamba release's evaluation, byte for byte (`../shared/benchmarks/PROTOCOLS.md` describes both). Prompts,
+original Vamba release's evaluation, byte for byte (docs/protocols.md describes both). Prompts,
 answer rules and aggregation live with each benchmark (`vamba.evals.benchmark.Benchmark`); this module holds what the
 runner needs to read the video and generate: a `Settings` per (benchmark, protocol), and the command-line overrides
 applied on top of it (`resolve`), so a report can list every effective setting and where it came from.
@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
+
+from ..modeling.errors import UsageError
 
 
 class Protocol(str, Enum):
@@ -39,7 +41,7 @@ def check_protocol(protocol: str | Protocol) -> str:
     """The protocol's name; ValueError naming the valid ones otherwise."""
     value = protocol.value if isinstance(protocol, Protocol) else protocol
     if value not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     return value
 
 
@@ -70,7 +72,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown frame sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
+            raise UsageError(f"unknown frame sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `generate` (sampling options only when sampling, so greedy stays plain)."""

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..data.annotations import AnnotationError
 from ..data.frames import FrameSpec, as_spec
 from ..data.processor import VambaProcessor
+from ..modeling.errors import UsageError
 from ..parallel import ContextParallel, launch
 from .inference import Encoded, EvalModelConfig, answer, encode, load_model
 from .judge import JudgeConfig
@@ -192,7 +193,7 @@ def _check_resume(out: Path, run: dict[str, Any], rank: int) -> None:
         before = json.loads(path.read_text())
         diff = sorted(k for k in set(before) | set(run) if before.get(k) != run.get(k))
         if diff:
-            raise ValueError(f"{out} holds results of another run ({', '.join(f'{k}: {before.get(k)!r}' for k in diff)}"
+            raise UsageError(f"{out} holds results of another run ({', '.join(f'{k}: {before.get(k)!r}' for k in diff)}"
                              f"); use another output_dir or remove it")
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,27 +215,31 @@ def _load(bench, cfg: EvalConfig | Any) -> tuple[list, Path, dict[str, Any] | No
     members = list(getattr(cfg, "members", None) or [])
     if not bench.members:
         if dirs or annotations or members:
-            raise ValueError(f"data_dirs / annotations / members are for benchmarks made of members (houreval); "
+            raise UsageError(f"data_dirs / annotations / members are for benchmarks made of members (houreval); "
                              f"benchmark={bench.name} reads data_dir=<folder>")
         if not cfg.data_dir:
-            raise ValueError(f"benchmark={bench.name} needs data_dir=<its data folder>")
+            raise UsageError(f"benchmark={bench.name} needs data_dir=<its data folder>")
         data_dir = Path(cfg.data_dir)
+        if not data_dir.is_dir():
+            raise UsageError(f"data_dir={data_dir}: no such folder (expected {bench.name}'s data folder)")
         return bench.load(data_dir, Path(cfg.annotation) if cfg.annotation else None), data_dir, None
     if cfg.data_dir or cfg.annotation:
-        raise ValueError(f"benchmark={bench.name} reads one data folder per member: "
+        raise UsageError(f"benchmark={bench.name} reads one data folder per member: "
                          + " ".join(f"data_dirs.{m}=<folder>" for m in bench.members) + " (not data_dir/annotation)")
     unknown = [m for m in members if m not in bench.members]
     if unknown:
-        raise ValueError(f"members={members}: {', '.join(unknown)} not a member of {bench.name} "
+        raise UsageError(f"members={members}: {', '.join(unknown)} not a member of {bench.name} "
                          f"({', '.join(bench.members)})")
     wanted = members or list(bench.members)
     missing = [m for m in wanted if m not in dirs]
     if missing:
-        raise ValueError(f"benchmark={bench.name} needs " + " ".join(f"data_dirs.{m}=<folder>" for m in missing)
+        raise UsageError(f"benchmark={bench.name} needs " + " ".join(f"data_dirs.{m}=<folder>" for m in missing)
                          + " (members=[...] evaluates fewer members; the report then names those left out)")
     unused = sorted((set(dirs) | set(annotations)) - set(wanted))
     if unused:
-        raise ValueError(f"data_dirs/annotations given for {', '.join(unused)}, which members={members} leaves out")
+        raise UsageError(f"data_dirs/annotations given for {', '.join(unused)}, which members={members} leaves out")
+    if absent := [f"data_dirs.{m}={dirs[m]}" for m in wanted if not Path(dirs[m]).is_dir()]:
+        raise UsageError(f"{', '.join(absent)}: no such folder (expected each member's data folder)")
     questions, selection = bench.load_members({m: Path(dirs[m]) for m in wanted},
                                               {m: Path(a) for m, a in annotations.items()})
     return questions, Path("."), selection
@@ -371,9 +376,9 @@ def _context_parallel(cfg: EvalConfig | Any, world: int) -> ContextParallel | No
     if size == 1:
         return None
     if cfg.model.type != "vamba":
-        raise ValueError("context_parallel applies to Vamba (model.type=vamba): Qwen2-VL has no video stream to split")
+        raise UsageError("context_parallel applies to Vamba (model.type=vamba): Qwen2-VL has no video stream to split")
     if world % size:
-        raise ValueError(f"context_parallel={size} must divide the world size {world}")
+        raise UsageError(f"context_parallel={size} must divide the world size {world}")
     return ContextParallel(size, allow_replicated=True)
 
 

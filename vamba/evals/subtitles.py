@@ -1,5 +1,5 @@
 """Subtitles as the official evaluations build them: Video-MME's lines at the sampled frames, LongVideoBench's
-interleaved cues (`../shared/benchmarks/PROTOCOLS.md` sections 3 and 5).
+interleaved cues (docs/protocols.md sections 3 and 5).
 
 Why here and not raw: a model fed the whole `.srt` (indices, timestamps, `<font>` markup) or a raw JSON dump sees a
 different input from the one the leaderboards used. Both functions take the frames the model actually sees (frame

@@ -5,6 +5,7 @@ Importing this package registers Vamba with transformers' Auto classes and its c
 release's layout (`model.layers.N...`, `visual.*`) load into `VambaForConditionalGeneration`.
 """
 
+from . import compat  # noqa: F401, I001  (first: an unsupported transformers release fails here, naming the range)
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 

@@ -15,6 +15,7 @@ import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .configuration_vamba import VambaConfig
+from .errors import UsageError, check_checkpoint
 from .modeling_vamba import VambaForConditionalGeneration, _is_new_layer
 from .release_format import vamba_to_release_dict, write_release_config
 from .zero import gathered
@@ -109,8 +110,9 @@ def export_checkpoint(src: str | Path, out: str | Path, format: str = "release")
     Tokenizer and processor files are copied.
     """
     if format not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+        raise UsageError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
     src, out = Path(src), Path(out)
+    check_checkpoint(src, "--model", hub_ids=False)
     model = VambaForConditionalGeneration.from_pretrained(src)
     if format == "release":
         vamba_to_release_dict(model.config)  # fail on a config the release cannot express, before writing anything

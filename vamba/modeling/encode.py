@@ -28,8 +28,9 @@ def encode_video(
     """Encode the visual items of ONE sample once: vision tower, mixers and every layer's video keys/values.
 
     Returns a cache to `fork()` per question: `generate(input_ids=<prompt with its markers>,
-    past_key_values=cache.fork())` then runs only the text path (no vision tower, no mixer, no projection of
-    the video), exactly as the video's first question would after its prefill.
+    past_key_values=cache.fork())` (`cache=` from transformers 5.24, `compat.CACHE`) then runs only the text path
+    (no vision tower, no mixer, no projection of the video), exactly as the video's first question would after its
+    prefill.
 
     `chunk_frames` streams a single video through the network `chunk_frames` frames at a time (see
     `encode_video_streaming`): peak activation memory then no longer grows with the number of frames. By
@@ -73,7 +74,7 @@ def _encode_markers(model, kinds: list[int], **visual) -> VambaCache:
     types = [k for kind in kinds for k in (kind, 0)]
     cache = VambaCache(config=cfg.get_text_config(decoder=True))
     model.model(input_ids=torch.tensor([ids], device=device), mm_token_type_ids=torch.tensor([types], device=device),
-                past_key_values=cache, use_cache=True, **visual)
+                cache=cache, use_cache=True, **visual)
     return cache
 
 

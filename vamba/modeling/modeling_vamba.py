@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
@@ -36,9 +37,11 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 )
 
 from .cache import VambaCache
+from .compat import CACHE, LOAD_DEFAULTS, BaseOutput, accept_cache
 from .configuration_vamba import VambaConfig, VambaTextConfig
 from .cross_attention import VambaCrossAttention
 from .encode import encode_video, encode_video_streaming
+from .errors import UsageError
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
 from .video_slice import SliceContext, slice_mixer_forward, slice_stream
 from .video_stream import (
@@ -117,7 +120,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         cross: CrossAttentionContext | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: VambaCache | None = None,
+        cache: VambaCache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         update_video: bool = True,
@@ -142,7 +145,7 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             hidden_states=h,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            **{CACHE: cache},
             use_cache=use_cache,
             position_embeddings=position_embeddings,
             **kwargs,
@@ -201,12 +204,9 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
         return kv, video_states
 
 
-_NEW_LAYER_TAGS = ("cross_attn.", "vision_mixer.", ".alpha")
-
-
 def _is_new_layer(name: str) -> bool:
     """Whether a parameter belongs to a layer Vamba adds to Qwen2-VL (absent from a Qwen2-VL checkpoint)."""
-    return any(tag in name for tag in _NEW_LAYER_TAGS)
+    return any(tag in name for tag in ("cross_attn.", "vision_mixer.", ".alpha"))
 
 
 def _mixer_params_loaded(mixer: nn.Module) -> bool:
@@ -251,12 +251,13 @@ class VambaTextModel(Qwen2VLTextModel):
             for p in module.parameters():
                 p._is_hf_initialized = True
 
+    @accept_cache
     def forward(  # type: ignore[override]
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: VambaCache | None = None,
+        cache: VambaCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         video: VideoStream | None = None,
@@ -275,16 +276,16 @@ class VambaTextModel(Qwen2VLTextModel):
             inputs_embeds = self.embed_tokens(input_ids)
         batch, length = inputs_embeds.shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None and not self.training:
-            past_key_values = VambaCache(config=self.config)
+        if use_cache and cache is None and not self.training:
+            cache = VambaCache(config=self.config)
         if (
-            past_key_values is not None
-            and not isinstance(past_key_values, VambaCache)
-            and (video is not None or past_key_values.get_seq_length() > 0)
+            cache is not None
+            and not isinstance(cache, VambaCache)
+            and (video is not None or cache.get_seq_length() > 0)
         ):
-            raise ValueError(f"Vamba needs a VambaCache to keep the video keys/values, got {type(past_key_values)}")
+            raise ValueError(f"Vamba needs a VambaCache to keep the video keys/values, got {type(cache)}")
 
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_seen = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(length, device=inputs_embeds.device) + past_seen
             position_ids = position_ids[None].expand(batch, -1)
@@ -299,14 +300,14 @@ class VambaTextModel(Qwen2VLTextModel):
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
                 position_ids=position_ids,
+                **{CACHE: cache},
             )
             mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
             if self.has_sliding_layers:
                 mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
 
-        cross = self._cross_context(video, past_key_values, position_ids, attention_mask, position_embeddings, slices)
+        cross = self._cross_context(video, cache, position_ids, attention_mask, position_embeddings, slices)
         hidden_states = inputs_embeds
         video_states = video.states if video is not None else None
         last = len(self.layers) - 1
@@ -317,14 +318,14 @@ class VambaTextModel(Qwen2VLTextModel):
                 cross=cross,
                 attention_mask=mask_mapping[self.config.layer_types[i]],
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
                 update_video=i < last,
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE: cache})
 
     def _cross_context(
         self,
@@ -376,12 +377,13 @@ class VambaModel(Qwen2VLModel):
         self.rope_deltas = None
         self.post_init()
 
+    @accept_cache
     def forward(  # type: ignore[override]
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: VambaCache | None = None,
+        cache: VambaCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         pixel_values: torch.Tensor | None = None,
@@ -393,7 +395,7 @@ class VambaModel(Qwen2VLModel):
         video_token_keep: float | None = None,
         context_parallel: SliceContext | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> BaseOutput:
         """Encode images/videos with the vision tower and run the text model beside the visual stream.
 
         `context_parallel`: this rank's slice of the sample's visual stream and the hooks that join it to the other
@@ -413,7 +415,7 @@ class VambaModel(Qwen2VLModel):
         if mm_encoder_outputs:
             raise ValueError("Vamba encodes images/videos itself at prefill; pass pixel values, not mm_encoder_outputs")
         video = None
-        decoding = past_key_values is not None and getattr(past_key_values, "has_video", False)
+        decoding = cache is not None and getattr(cache, "has_video", False)
         if decoding:
             pass  # the video was encoded at prefill; its keys/values are in the cache
         elif context_parallel is not None:
@@ -428,9 +430,9 @@ class VambaModel(Qwen2VLModel):
                 raise ValueError(f"video_token_keep must be in (0, 1], got {video_token_keep}")
             if video_token_keep is not None and video_token_keep < 1:
                 items = {k: [it.keep_fraction(video_token_keep) for it in v] for k, v in items.items()}
-            video = self._video_stream(input_ids, items, attention_mask, position_ids, past_key_values,
+            video = self._video_stream(input_ids, items, attention_mask, position_ids, cache,
                                        mm_token_type_ids)
-        elif input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
             n_markers = int((input_ids == self.config.vision_start_token_id).sum())
             if n_markers:
                 raise ValueError(
@@ -440,17 +442,17 @@ class VambaModel(Qwen2VLModel):
         if video is None and self.training:
             batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
             video = self._placeholder_stream(batch, self.visual.get_device())
-        return self.language_model(
+        return BaseOutput(**self.language_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             video=video,
             slices=context_parallel if video is not None and not decoding else None,
             **kwargs,
-        )
+        ))
 
     def _encode(
         self,
@@ -566,16 +568,18 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
         `new_layers=True` (used by `from_qwen2vl`) allows exactly the layers Vamba adds to be missing.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **{**LOAD_DEFAULTS, **kwargs})
+        except SafetensorError as e:  # a truncated or corrupt weights file: name the checkpoint
+            raise UsageError(f"{where}: cannot read the checkpoint's weights ({e})") from e
         missing = sorted(k for k in info["missing_keys"] if not (new_layers and _is_new_layer(k)))
-        problems = {"missing": missing, "unexpected": sorted(info["unexpected_keys"]),
-                    "mismatched": sorted(str(m) for m in info["mismatched_keys"])}
-        problems = {k: v for k, v in problems.items() if v}
+        problems = {k: v for k, v in (("missing", missing), ("unexpected", sorted(info["unexpected_keys"])),
+                                      ("mismatched", sorted(str(m) for m in info["mismatched_keys"]))) if v}
         if problems:
-            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
             detail = "; ".join(f"{k} ({len(v)}): {v[:6]}" for k, v in problems.items())
             hint = " (a stock Qwen2-VL checkpoint? convert it first: `vamba convert`)" if missing else ""
-            raise ValueError(f"{where}: weights do not match the model{hint}: {detail}")
+            raise UsageError(f"{where}: weights do not match the model{hint}: {detail}")
         return (model, info) if want_info else model
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
@@ -592,5 +596,5 @@ class VambaForConditionalGeneration(Qwen2VLForConditionalGeneration):
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        if type(model_kwargs.get("past_key_values")) is DynamicCache:
-            model_kwargs["past_key_values"] = VambaCache(config=self.config.get_text_config(decoder=True))
+        if type(model_kwargs.get(CACHE)) is DynamicCache:
+            model_kwargs[CACHE] = VambaCache(config=self.config.get_text_config(decoder=True))

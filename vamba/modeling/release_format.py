@@ -23,6 +23,8 @@ from typing import Any
 import transformers
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
 
+from .errors import UsageError
+
 # The release's mixer config fields and their defaults (omitted fields take these).
 RELEASE_MIXER_DEFAULTS: dict[str, Any] = {
     "enable": False,
@@ -103,12 +105,12 @@ def release_to_vamba_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
 def _mixer_to_release(text_config: Any) -> dict[str, Any]:
     """Our mixer settings as the release's `vision_mamba_mixer_config` (non-default fields only)."""
     if text_config.mixer_type == "mamba1":
-        raise ValueError("mixer_type 'mamba1' has no release equivalent (the release's mixer is Mamba-2)")
+        raise UsageError("mixer_type 'mamba1' has no release equivalent (the release's mixer is Mamba-2)")
     out: dict[str, Any] = {"enable": text_config.mixer_type == "mamba2", "hidden_dim": text_config.hidden_size,
                            "model_type": "qwen2_vl"}
     settings = dict(text_config.mixer_config)
     if settings.pop("norm_eps", 1e-5) != 1e-5:
-        raise ValueError("mixer_config.norm_eps != 1e-5 has no release equivalent (the release fixes it at 1e-5)")
+        raise UsageError("mixer_config.norm_eps != 1e-5 has no release equivalent (the release fixes it at 1e-5)")
     for key, value in settings.items():
         default = RELEASE_MIXER_DEFAULTS[key]
         if isinstance(default, list):

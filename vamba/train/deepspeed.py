@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..modeling.errors import UsageError
 from .config import DeepSpeedConfig
 
 
@@ -17,7 +18,7 @@ def build_deepspeed_config(cfg: DeepSpeedConfig, on_cpu: bool, bf16: bool) -> di
     if not cfg.enabled:
         return None
     if cfg.stage not in (2, 3):
-        raise ValueError(f"deepspeed.stage must be 2 or 3, got {cfg.stage}")
+        raise UsageError(f"deepspeed.stage must be 2 or 3, got {cfg.stage}")
     zero: dict[str, Any] = {
         "stage": cfg.stage,
         "overlap_comm": not on_cpu,

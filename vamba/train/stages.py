@@ -13,6 +13,8 @@ import re
 
 from torch import nn
 
+from ..modeling.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 ALL = "all"
@@ -44,7 +46,7 @@ def apply_stage(
         counts["trainable" if train else "frozen"] += int(getattr(param, "ds_numel", param.numel()))
     unmatched = [p for p, hit in matched.items() if not hit and p != ALL]
     if unmatched and counts["trainable"] == 0:
-        raise ValueError(f"trainable pattern(s) {unmatched} match no parameter of {type(model).__name__}")
+        raise UsageError(f"trainable pattern(s) {unmatched} match no parameter of {type(model).__name__}")
     if unmatched:  # e.g. `vision_mixer.` in the mixer-less ablation rows
         logger.warning("trainable pattern(s) %s match no parameter of %s", unmatched, type(model).__name__)
     return counts

@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..modeling.errors import ArgParser, check_checkpoint
 from .distill import TeacherLogitsWriter, text_positions
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vamba distill-teacher", description=__doc__.splitlines()[0])
+def build_parser() -> ArgParser:
+    parser = ArgParser(prog="vamba distill-teacher", description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="Qwen2-VL checkpoint directory (the teacher)")
     parser.add_argument("--out", required=True, help="directory for the safetensors shards + index.json")
     parser.add_argument("--processor", default=None, help="processor directory (default: the teacher's); 'tiny'")
@@ -35,10 +36,13 @@ def write_teacher_logits(cfg: Any, args: argparse.Namespace) -> int:
 
     from ..data.mixture import build_mixture
     from ..data.processor import VambaProcessor
+    from ..modeling.compat import LOAD_DEFAULTS
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    teacher = Qwen2VLForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype).to(device).eval()
+    check_checkpoint(args.teacher, "--teacher")
+    teacher = Qwen2VLForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype, **LOAD_DEFAULTS)
+    teacher = teacher.to(device).eval()
     source = args.processor or args.teacher
     if source == "tiny":
         processor = VambaProcessor.tiny(patch_size=teacher.config.vision_config.patch_size, layout="qwen2_vl")

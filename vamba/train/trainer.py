@@ -29,7 +29,9 @@ from ..data.mixture import build_mixture
 from ..data.packing import collate_packed, collate_padded
 from ..data.processor import IGNORE_INDEX, VambaProcessor
 from ..modeling import VambaConfig, VambaForConditionalGeneration
+from ..modeling.compat import LOAD_DEFAULTS
 from ..modeling.convert import copy_self_attention_to_cross_attention, from_qwen2vl
+from ..modeling.errors import UsageError, check_checkpoint
 from ..modeling.flavors import TINY_IDS, get_flavor, qwen2vl_config, vamba_config
 from ..modeling.tiny import tiny_vocab_size
 from ..modeling.zero import gathered
@@ -76,11 +78,11 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
     then sizes a flavor with the tiny tokenizer's ids, rounded up to a multiple of 8, unless the overrides set it.
     """
     if cfg.kind not in ("vamba", "qwen2_vl"):
-        raise ValueError(f"model.kind must be 'vamba' or 'qwen2_vl', got {cfg.kind!r}")
+        raise UsageError(f"model.kind must be 'vamba' or 'qwen2_vl', got {cfg.kind!r}")
     overrides = OmegaConf.to_container(cfg.vamba) if OmegaConf.is_config(cfg.vamba) else dict(cfg.vamba)
     if cfg.path is None:
         if cfg.flavor is None:
-            raise ValueError("model.path and model.flavor are both null: nothing to build")
+            raise UsageError("model.path and model.flavor are both null: nothing to build")
         sizes = _flavor_sizes(cfg)
         if vocab_size is not None and "vocab_size" not in sizes and get_flavor(cfg.flavor).ids == TINY_IDS:
             sizes["vocab_size"] = tiny_vocab_size(vocab_size)
@@ -92,7 +94,8 @@ def build_model(cfg: ModelConfig, dtype: torch.dtype, vocab_size: int | None = N
         if model.config.text_config.cross_attn_init == "self_attn":
             copy_self_attention_to_cross_attention(model)
         return model
-    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation)
+    check_checkpoint(cfg.path, "model.path")
+    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation, **LOAD_DEFAULTS)
     if cfg.kind == "qwen2_vl":
         return Qwen2VLForConditionalGeneration.from_pretrained(cfg.path, **kwargs)
     if cfg.from_qwen2vl:
@@ -158,7 +161,7 @@ class VambaTrainer(Trainer):
 
     def _distill_loss(self, logits: torch.Tensor, labels: torch.Tensor, keys: list[str] | None) -> torch.Tensor:
         if self.teacher is None or keys is None:
-            raise ValueError("distillation needs stored teacher logits (train.distill.logits) and sample keys")
+            raise UsageError("distillation needs stored teacher logits (train.distill.logits) and sample keys")
         batch, length, _ = logits.shape
         k = None
         values = indices = None
@@ -243,10 +246,10 @@ def snapshot_config(cfg: Any, out_dir: Path) -> None:
 def training_arguments(cfg: TrainConfig, cpu: bool) -> TrainingArguments:
     stage = cfg.train
     if stage.context_parallel < 1 or world_size() % stage.context_parallel:
-        raise ValueError(f"train.context_parallel={stage.context_parallel} must divide the world size {world_size()}")
+        raise UsageError(f"train.context_parallel={stage.context_parallel} must divide the world size {world_size()}")
     per_step = stage.per_device_batch_size * world_size() // stage.context_parallel  # samples per step
     if stage.global_batch_size % per_step:
-        raise ValueError(
+        raise UsageError(
             f"train.global_batch_size={stage.global_batch_size} is not a multiple of per_device_batch_size "
             f"({stage.per_device_batch_size}) x data-parallel degree ({world_size() // stage.context_parallel})"
         )
@@ -319,7 +322,7 @@ def train(cfg: TrainConfig | Any) -> tuple[VambaTrainer, Path]:
     pad = processor.tokenizer.pad_token_id
     if cfg.data.packing.enabled:
         if stage.distill.coeff > 0:
-            raise ValueError("distillation with packed rows is not supported; set data.packing.enabled=false")
+            raise UsageError("distillation with packed rows is not supported; set data.packing.enabled=false")
         p = cfg.data.packing
         collator = lambda batch: collate_packed(batch, pad, p.max_text_tokens, p.max_visual_tokens)  # noqa: E731
     else:
@@ -372,9 +375,9 @@ def _context_parallel(cfg: TrainConfig | Any, model: torch.nn.Module, args: Trai
     check_context_parallel(size, world_size(), getattr(config.get_text_config(), "mixer_type", "none"), frames,
                            config.vision_config.temporal_patch_size)
     if cfg.train.per_device_batch_size != 1:
-        raise ValueError("train.context_parallel needs per_device_batch_size=1 (pack samples into one row instead)")
+        raise UsageError("train.context_parallel needs per_device_batch_size=1 (pack samples into one row instead)")
     if cfg.train.distill.coeff > 0:
-        raise ValueError("train.context_parallel with distillation is not supported")
+        raise UsageError("train.context_parallel with distillation is not supported")
     _ = args.device  # initialises torch.distributed under torchrun
     return ContextParallel(size, allow_replicated=True)
 

@@ -11,6 +11,8 @@ import pkgutil
 
 from vamba.evals.benchmark import Benchmark
 
+from ...modeling.errors import UsageError
+
 _REGISTRY: dict[str, Benchmark] | None = None
 
 
@@ -48,4 +50,4 @@ def get_benchmark(name: str) -> Benchmark:
     try:
         return by_key[_key(name)]
     except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(registry))}") from None
+        raise UsageError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(registry))}") from None

@@ -23,6 +23,7 @@ from vamba.evals.benchmark import AnnotationError, Benchmark, Question, check_un
 from vamba.evals.judge import Judge, report_lines
 from vamba.evals.protocol import PROTOCOLS, Settings
 from vamba.evals.report import atomic_write
+from vamba.modeling.errors import UsageError
 
 VIDEO_PROMPT = "Describe the video in detail."
 
@@ -90,7 +91,7 @@ class Captions(Benchmark):
         """What scoring needs, checked at start-up: the verified G-VEval prompts for images and videos."""
         j = cfg.judge
         if not j.gveval_prompts:
-            raise ValueError(f"benchmark={self.name} scores with G-VEval, whose prompt files are read from your "
+            raise UsageError(f"benchmark={self.name} scores with G-VEval, whose prompt files are read from your "
                              f"checkout of https://github.com/ztangaj/gveval: set judge.gveval_prompts=<folder>")
         names = {v: gveval.prompt_name(v, j.gveval_mode, j.accr) for v in ("img", "vid")}
         return {"mode": j.gveval_mode, "accr": j.accr,

@@ -1,5 +1,5 @@
 """HourEval: the paper's third hour-level column, the hour-long parts of Video-MME, MLVU and LongVideoBench scored
-together (`../shared/benchmarks/PROTOCOLS.md` §8; the release's `eval/eval_houreval.py`).
+together (docs/protocols.md §8; the release's `eval/eval_houreval.py`).
 
 It is not a published dataset, so this module owns no loader, prompt or answer rule of its own: it composes the three
 member benchmarks (`members`). Each member reads its own data folder in that benchmark's own layout with its own
@@ -47,9 +47,11 @@ from vamba.evals.benchmarks.videomme import BENCHMARK as VIDEOMME
 from vamba.evals.protocol import Settings, check_protocol
 from vamba.evals.scoring import Tally, latest_by_qid
 
+from ...modeling.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
-#: The release's MLVU tasks (PROTOCOLS.md §8): needle, count, order, anomaly recognition.
+#: The release's MLVU tasks (docs/protocols.md §8): needle, count, order, anomaly recognition.
 MLVU_TASKS: tuple[str, ...] = ("2_needle", "4_count", "5_order", "6_anomaly_reco")
 #: The release's filtered member files, relative to each member's data folder (MLVU: a folder of task files).
 FILTERED: dict[str, str] = {"videomme": "videomme/test-00000-of-00001-filtered.parquet", "mlvu": "filtered_json",
@@ -60,7 +62,7 @@ RULE = ("questions on videos longer than 15 min (900 s), by each benchmark's own
         "'long' (its 30-60 min class; 'medium' ends at 15 min), LongVideoBench duration > 900 s (= its longest "
         "duration_group, 3600), MLVU duration > 900 s in its tasks 2_needle, 4_count, 5_order, 6_anomaly_reco; a "
         "record without a duration: the video file's length; undecidable questions are left out and counted")
-RELEASE_RULE = ("Vamba release (PROTOCOLS.md §8): each member's release prompt, the release answer rule for every "
+RELEASE_RULE = ("Vamba release (docs/protocols.md §8): each member's release prompt, the release answer rule for every "
                 "question; unparsed and errors count wrong; HourEval = correct/total pooled over all questions of the "
                 "members (not the mean of the member accuracies)")
 OFFICIAL_RULE = ("each member's own official evaluation (Video-MME: extract_characters_regex, unparsed left out; "
@@ -109,12 +111,12 @@ class HourEval(Benchmark):
     name = "houreval"
     letters = "ABCDE"
     members: dict[str, Benchmark] = {"videomme": VIDEOMME, "mlvu": MLVU, "longvideobench": LONGVIDEOBENCH}
-    #: PROTOCOLS.md §8: the release's settings, the same for all three members (each member's release settings).
+    #: docs/protocols.md §8: the release's settings, the same for all three members (each member's release settings).
     settings = {"release": Settings(512)}
 
     def protocol_settings(self, protocol: str) -> Settings:
         if check_protocol(protocol) == "official":
-            raise ValueError("HourEval's official protocol reads each member with that member's own settings "
+            raise UsageError("HourEval's official protocol reads each member with that member's own settings "
                              "(HourEval.parts()[member].protocol_settings('official'))")
         return self.settings["release"]
 
@@ -126,7 +128,7 @@ class HourEval(Benchmark):
 
     # --- loading -------------------------------------------------------------------------------------------
     def load(self, data_dir: Path, annotation: Path | None = None) -> list[Question]:
-        raise ValueError("HourEval reads one data folder per member: load_members({member: folder}); on the command "
+        raise UsageError("HourEval reads one data folder per member: load_members({member: folder}); on the command "
                          "line data_dirs.videomme=... data_dirs.mlvu=... data_dirs.longvideobench=...")
 
     def load_members(self, data_dirs: dict[str, Path],
@@ -137,7 +139,7 @@ class HourEval(Benchmark):
         annotations = annotations or {}
         unknown = sorted(set(data_dirs) - set(self.members)) + sorted(set(annotations) - set(data_dirs))
         if unknown:
-            raise ValueError(f"HourEval: no data folder for {', '.join(unknown)} (members: "
+            raise UsageError(f"HourEval: no data folder for {', '.join(unknown)} (members: "
                              f"{', '.join(self.members)})")
         questions: list[Question] = []
         blocks: dict[str, dict[str, Any]] = {}

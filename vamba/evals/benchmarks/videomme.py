@@ -2,8 +2,8 @@
 
 File `videomme/test-00000-of-00001.parquet` (HF lmms-lab/Video-MME), string columns `video_id`, `duration`,
 `domain`, `sub_category`, `url`, `videoID` (YouTube id = video file stem), `question_id`, `task_type`, `question`,
-`options` (4 strings "A. ".."D. "), `answer` (letter). A `.json` annotation holding a list of such records (the
-reconstructed set in `shared/benchmarks/videomme/`) loads the same way.
+`options` (4 strings "A. ".."D. "), `answer` (letter). A `.json` annotation holding a list of such records loads
+the same way.
 
 Videos: `data/<videoID>.mp4`; a few are .MP4 / .mkv, so when `data/<videoID>.mp4` is missing the first file of
 `data/` with that stem (any extension, sorted) is used; when none exists the .mp4 path is kept for the runner to
