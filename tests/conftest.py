@@ -1,9 +1,8 @@
 """Shared fixtures: small synthetic long-video data, generated once per test session; where test data lives.
 
 Data the project may redistribute is in `tests/fixtures/` (each folder's PROVENANCE.md gives source and licence).
-Data it may not (Video-MME's annotations) or keeps outside at its owner's request (the release golden checkpoint)
-is read from the shared folder `SHARED`: `<clone>/../shared`, or `VAMBA_SHARED_DIR`. A test that reads it is
-marked `@pytest.mark.shared("<folder under SHARED>")` and skips, with one line naming the missing folder, where it
+Data it may not (Video-MME's annotations) is read from the shared folder `SHARED`: `<clone>/../shared`, or
+`VAMBA_SHARED_DIR`. A test that reads it is marked `@pytest.mark.shared("<folder under SHARED>")` and skips, with one line naming the missing folder, where it
 is absent; `VAMBA_REQUIRE_SHARED=1` (CI) makes that a failure instead.
 """
 

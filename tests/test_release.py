@@ -1,8 +1,8 @@
-"""Release compatibility against the release's own output (`<shared>/release_golden/`, read in place).
+"""Release compatibility against the release's own output (`tests/fixtures/release_golden/`).
 
-The golden directory is a tiny checkpoint written by the original release's `save_pretrained`, with inputs and the
-logits/tokens the release computed. Every test here loads it exactly as saved. Its own README asks that it stay
-outside the project, so these tests skip where the shared folder is absent (`conftest.SHARED`).
+The golden directory is a tiny checkpoint written by the original release's `save_pretrained` (random weights), with
+inputs and the logits/tokens the release computed (its PROVENANCE.md). Every test here loads it exactly as saved;
+where the shared folder holds the original, the fixture is checked to be byte-identical to it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED
+from conftest import FIXTURES, SHARED
 from safetensors.torch import load_file
 
 from vamba.modeling import VambaConfig, VambaForConditionalGeneration
@@ -24,9 +24,14 @@ from vamba.modeling.convert import export_checkpoint
 from vamba.modeling.release_format import RELEASE_MIXER_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = SHARED / "release_golden"
-pytestmark = pytest.mark.shared("release_golden")
+GOLDEN = FIXTURES / "release_golden"
 TOL = 1e-5
+
+
+@pytest.mark.shared("release_golden")
+def test_the_fixture_is_the_release_golden_byte_for_byte() -> None:
+    for name in ("config.json", "generation_config.json", "golden.safetensors", "model.safetensors"):
+        assert (GOLDEN / name).read_bytes() == (SHARED / "release_golden" / name).read_bytes(), name
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
