@@ -2,8 +2,8 @@
 
 Data the project may redistribute is in `tests/fixtures/` (each folder's PROVENANCE.md gives source and licence).
 Data it may not (Video-MME's annotations) is read from the shared folder `SHARED`: `<clone>/../shared`, or
-`VAMBA_SHARED_DIR`. A test that reads it is marked `@pytest.mark.shared("<folder under SHARED>")` and skips, with one line naming the missing folder, where it
-is absent; `VAMBA_REQUIRE_SHARED=1` (CI) makes that a failure instead.
+`VAMBA_SHARED_DIR`. A test that reads it is marked `@pytest.mark.shared("<folder under SHARED>")` and skips, with
+one line naming the missing folder, where it is absent; `VAMBA_REQUIRE_SHARED=1` (CI) makes that a failure instead.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A local OpenAI-compatible judge for tests: stdlib HTTP on 127.0.0.1 (real sockets, real HTTP), replies by rule.
 
-No public AutoDQ or G-VEval judge transcripts exist (CAPTIONING.md §7), so the replies are synthetic, shaped as the
+No public AutoDQ or G-VEval judge transcripts exist (docs/captioning.md §9), so the replies are synthetic, shaped as the
 official prompts ask and as the OpenAI chat-completions API returns them:
 
 - AutoDQ event extraction: a Python-dict string of the caption's sentences of two words or more (every other reply
@@ -8,7 +8,7 @@ official prompts ask and as the OpenAI chat-completions API returns them:
 - AutoDQ entailment: one item per listed event, "entailment" when the event's first word occurs in the description,
   else "neutral"; written with the habits the official clean-up repairs (fence, "}{", trailing comma, True);
 - G-VEval (a request with logprobs): a reason ending "$85$" (ACCR prompts: α85α β85β ψ85ψ δ85δ), with per-token
-  logprobs whose top-5 after each marker is CAPTIONING.md §7's vector (expected score 83.29...).
+  logprobs whose top-5 after each marker is docs/captioning.md §4.5's vector (expected score 83.29...).
 
 `faults`: popped one per request before normal handling: an int HTTP status (429, 500, ...), "malformed" (200 with a
 body that is not JSON), "drop" (close the connection without a reply), "nologprobs", or "text:<content>" (that reply).

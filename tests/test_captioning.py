@@ -1,4 +1,4 @@
-"""Caption evals against their outside references (`../shared/benchmarks/CAPTIONING.md`): AutoDQ as the official
+"""Caption evals against their outside references (`docs/captioning.md`): AutoDQ as the official
 Tarsier scorer (its prompt hashes, its clean-up code run side by side with ours, its README tables), G-VEval as its
 repository's code, the DREAM-1K loader on the real file, and the judge client, both metrics and `vamba eval` end to
 end over real HTTP against a local OpenAI-compatible judge (`judge_server.py`, 127.0.0.1; no network).
@@ -49,7 +49,7 @@ def _judge(server, tmp_path, preset=autodq.JUDGE, **cfg) -> Judge:
 
 # -- AutoDQ: the official prompts and clean-up ----------
 def test_autodq_prompts_are_byte_identical_to_the_official():
-    # sha256 of the rendered templates with their literal placeholders (CAPTIONING.md §3.3)
+    # sha256 of the rendered templates with their literal placeholders (docs/captioning.md §3.4)
     assert sha256(autodq.EXTRACT_TEMPLATE.encode()).hexdigest() == \
         "f78d0e55b02ce45fcccd60bb40e3a87b17859627fe040deee81b35f40554fa71"
     assert sha256(autodq.ENTAIL_TEMPLATE.encode()).hexdigest() == \
@@ -110,7 +110,7 @@ def _official_events(gpt_q):
 
 
 E = '{"event": "a man walks.", "relationship": "%s", "reason": "r"}'
-ENTAILMENT_CASES = {  # CAPTIONING.md §7: reply -> events asked about
+ENTAILMENT_CASES = {  # docs/captioning.md §9: reply -> events asked about
     "plain": ('{"events": [' + E % "entailment" + ", " + E % "neutral" + "]}", 2),
     "json fence": ("```json\n{\"events\": [" + E % "contradiction" + "]}\n```", 1),
     "python fence": ("```python\n{\"events\": [" + E % "entailment" + "]}```", 1),
@@ -220,7 +220,7 @@ def test_dream1k_loader_on_the_real_file():
     for q in qs:
         for name, keys in autodq.BUCKETS.items():
             sizes[name][next(k for k, rule in keys.items() if rule(q.extra["extra_info"][f"n_{name}"]))] += 1
-    assert sizes == {"subjects": {"<=1": 318, "==2": 337, "==3": 220, ">=4": 125},  # CAPTIONING.md §2
+    assert sizes == {"subjects": {"<=1": 318, "==2": 337, "==3": 220, ">=4": 125},  # docs/captioning.md §2.1
                      "shots": {"<=1": 586, "==2": 195, "==3": 101, ">=4": 118},
                      "events": {"<=3": 114, "in [4, 5]": 287, "in [6, 7]": 264, ">=8": 335}}
 
@@ -341,7 +341,7 @@ def test_gveval_expected_score_from_logprobs():
         return {"token": t, "logprob": 0.0, "top_logprobs": [{"token": a, "logprob": lp} for a, lp in alts]}
 
     vector = [tok(" $", []), tok("85", TOP5), tok("$")]
-    assert gveval.expected_score(vector) == pytest.approx(83.29, abs=0.01)  # CAPTIONING.md §7
+    assert gveval.expected_score(vector) == pytest.approx(83.29, abs=0.01)  # docs/captioning.md §4.5
     assert gveval.expected_score(vector) == pytest.approx(EXPECTED_83)
     spaced = [tok("$"), tok(" 85", [(" 85", -0.1), ("70", -2.0)])]
     assert gveval.expected_score(spaced) == 70  # " 85" is not a score token

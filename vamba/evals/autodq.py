@@ -1,5 +1,5 @@
 """AutoDQ, DREAM-1K's caption metric, exactly as the official scorer (`bytedance/tarsier` @ 63de87a,
-`evaluation/metrics/evaluate_dream_gpt.py`; its rules line by line in `../shared/benchmarks/CAPTIONING.md` §3).
+`evaluation/metrics/evaluate_dream_gpt.py`; its rules line by line in `docs/captioning.md` §3).
 
 Per video, both descriptions lowercased: the judge extracts the caption's events (the reference's are the file's);
 recall = share of reference events the caption entails, precision = share of caption events the reference entails,
@@ -93,7 +93,7 @@ def parse_events(reply: str) -> list[str]:
 
 
 def clean_entailment(reply: str) -> str:
-    """The official clean-up of an entailment reply, in its order (CAPTIONING.md §3.4 steps 1-8)."""
+    """The official clean-up of an entailment reply, in its order (docs/captioning.md §3.5, 1-8)."""
     s = re.sub(r"\s+", " ", re.sub(r"\n+", "\n", reply.strip()))
     s = _strip_fence(s)
     s = ("" if s.startswith("{") else "{") + s + ("" if s.endswith("}") else "}")

@@ -1,4 +1,4 @@
-"""G-VEval (arXiv 2412.13647; `ztangaj/gveval` @ fee3fd7; CAPTIONING.md §5): a caption scored 0-100 from the judge's
+"""G-VEval (arXiv 2412.13647; ztangaj/gveval @ fee3fd7; docs/captioning.md §4): a caption scored 0-100 from the judge's
 logprobs: the expected value of the token after the first token containing `$` (ACCR, videos: after α accuracy,
 β completeness, ψ conciseness, δ relevance, then their mean) over its top-5 alternatives "0".."100", renormalised.
 One user message holds the prompt and the picture (an image's file bytes, detail low; a video's 3-frame 1536x512

@@ -1,6 +1,6 @@
 """DREAM-1K detailed video captioning (Tarsier2), scored by AutoDQ as the official scorer (`vamba.evals.autodq`).
 
-`DREAM-1k.jsonl` (`bytedance/tarsier`, Apache-2.0; CAPTIONING.md §2), current rows (`messages`: user text = prompt,
+`DREAM-1k.jsonl` (bytedance/tarsier, Apache-2.0; docs/captioning.md §2), current rows (`messages`: user text = prompt,
 assistant `reference` = description) or older ones (`text.prompt` less `<video>\\n`, `text.response`; sources
 `DREAM/stock`, `DREAM/shorts` there, kept), with `dataset`, `idx`, `vid`, `extra_info` (`events`, `n_subjects`,
 `n_shots`, `n_events`). Id `<dataset>_<idx>`; video `<data_dir>/<vid>.mp4` (`omni-research/DREAM-1K`, unzipped flat).
