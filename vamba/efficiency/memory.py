@@ -19,7 +19,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from vamba.modeling import VambaConfig, VambaForConditionalGeneration
 from vamba.modeling.flavors import get_flavor, qwen2vl_config, vamba_config
 from vamba.modeling.mamba2 import Mamba2Mixer
-from vamba.modeling.ssd import _DEFAULT_MAX_BLOCK_ELEMENTS as SSD_BLOCK_ELEMENTS
+from vamba.modeling.ssd import block_elements
 
 GB = 1e9
 SYSTEMS = ("qwen2vl", "qwen2vl_stock", "vamba", "vamba_stream")
@@ -149,7 +149,7 @@ def _vision(s: SimpleNamespace, P: int, M: int, held: float) -> dict[str, float]
 def _mixer_piece(s: SimpleNamespace, p: int, conv_state_alive: bool) -> float:
     """Worst temporaries of one no-grad Mamba-2 call on p tokens: conv, scan (one SSD group) or gated norm."""
     b, f = s.b, 4
-    group = min(p, max(1, SSD_BLOCK_ELEMENTS // (s.heads * s.chunk**2)) * s.chunk)
+    group = min(p, max(1, block_elements("cpu") // (s.heads * s.chunk**2)) * s.chunk)
     n = -(-group // s.chunk)
     scan_work = n * s.heads * s.chunk**2 * f + 3 * group * s.D_i * f + n * s.heads * s.headdim * s.state * f
     held = p * s.C * b if conv_state_alive else 0
