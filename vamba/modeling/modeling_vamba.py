@@ -37,7 +37,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 
 from .cache import VambaCache
 from .configuration_vamba import VambaConfig, VambaTextConfig
-from .cross_attention import VambaCrossAttention
+from .cross_attention import Block, VambaCrossAttention, attention_blocks
 from .encode import encode_video, encode_video_streaming
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
 from .video_slice import SliceContext, slice_mixer_forward, slice_stream
@@ -55,7 +55,8 @@ from .video_stream import (
 class CrossAttentionContext:
     """What every layer's cross-attention needs, computed once per forward by the text model.
 
-    visible: (B, N, M) bool; seq_idx: (B, M) int32 for the mixer (None when decoding);
+    visible: (B, N, M) bool, and the same as `attention_blocks` (None where they cannot describe it);
+    seq_idx: (B, M) int32 for the mixer (None when decoding);
     query_rope / key_rope: (cos, sin) pairs when M-RoPE is on in cross-attention, else None.
     """
 
@@ -65,6 +66,7 @@ class CrossAttentionContext:
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     cache: VambaCache | None = None
     slices: SliceContext | None = None  # context parallel: the stream is one slice; merge with the others
+    blocks: list[Block] | None = None
 
 
 class VisionMixerBlock(nn.Module):
@@ -151,7 +153,8 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             hidden_states = residual + self_out
         else:
             video_kv, video_states = self._video_kv(video_states, cross, update_video)
-            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope, cross.slices)
+            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope, cross.slices,
+                                                   cross.blocks)
             # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
             a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
             w_self = torch.where(has_video, a, 1.0) if a is not None else 1.0
@@ -351,6 +354,7 @@ class VambaTextModel(Qwen2VLTextModel):
                 cache.slices = slices
             return CrossAttentionContext(
                 visible=visible,
+                blocks=attention_blocks(text_sample, video.sample_idx) if slices is None else None,
                 seq_idx=video.seq_idx,
                 query_rope=query_rope if use_rope else None,
                 key_rope=key_rope,
@@ -359,8 +363,10 @@ class VambaTextModel(Qwen2VLTextModel):
             )
         if cache is not None and cache.has_video:
             visible = cache.video_visible[:, None, :].expand(batch, length, -1)
+            blocks = None if cache.slices is not None else attention_blocks(
+                torch.zeros_like(position_ids), cache.video_visible.long() - 1)
             return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache,
-                                         slices=cache.slices)
+                                         slices=cache.slices, blocks=blocks)
         return None
 
 
