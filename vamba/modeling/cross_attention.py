@@ -33,7 +33,10 @@ Block = tuple[int, int, int, int, int]  # (row, t0, t1, v0, v1): text [t0, t1) o
 def attention_blocks(text_sample: torch.Tensor, video_sample: torch.Tensor) -> list[Block] | None:
     """Who sees what as blocks: each run of text tokens of one sample sees that sample's video tokens, which must be
     contiguous in the stream (v0 == v1: it sees none); None when some sample's video tokens are not (then the
-    mask is used). text_sample: (B, N) sample per text token; video_sample: (B, M), -1 for padding."""
+    mask is used; also on the meta device, which holds no values). text_sample: (B, N) sample per text token;
+    video_sample: (B, M), -1 for padding."""
+    if text_sample.is_meta:
+        return None
     blocks = []
     for row in range(text_sample.shape[0]):
         ranges, pos = {}, 0

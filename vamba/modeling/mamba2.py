@@ -43,6 +43,11 @@ __all__ = ["GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "Mamba2State", "build_m
 INFERENCE_PIECE_LEN = {"cpu": 4096}
 _ACCELERATOR_PIECE_LEN = 16384
 
+
+def default_piece_len(device: torch.device | str) -> int:
+    """Tokens per no-grad mixer piece on `device` unless a mixer sets ``inference_piece_len``."""
+    return INFERENCE_PIECE_LEN.get(torch.device(device).type, _ACCELERATOR_PIECE_LEN)
+
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd will record an op on these tensors (if not, temporaries may be updated in place)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
@@ -296,11 +301,8 @@ class Mamba2Mixer(nn.Module):
         return out
 
     def piece_len(self, device: torch.device | str) -> int:
-        """Tokens per no-grad piece on `device`: ``inference_piece_len``, or when None the device type's default
-        (`INFERENCE_PIECE_LEN`)."""
-        if self.inference_piece_len is not None:
-            return self.inference_piece_len
-        return INFERENCE_PIECE_LEN.get(torch.device(device).type, _ACCELERATOR_PIECE_LEN)
+        """Tokens per no-grad piece on `device`: ``inference_piece_len``, or when None `default_piece_len`."""
+        return default_piece_len(device) if self.inference_piece_len is None else self.inference_piece_len
 
     def _D(self) -> torch.Tensor:
         """The skip D as the scan takes it: (h,) or, with D_has_hdim, (h, p)."""
