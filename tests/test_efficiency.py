@@ -8,6 +8,7 @@
   cannot see torch's allocations) within 20% at the small profile, for Qwen2-VL and Vamba prefill.
 - Vamba's streaming prefill keeps its peak flat when frames grow 4x, while the full prefill's peak grows.
 - `vamba bench` writes the CSV, the plots and prints the tables for the tiny model.
+- One 7B Mamba-2 layer's PyTorch path, counted on the meta device, stays within the GPU targets of issue 21.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vamba.efficiency.bench import main
 from vamba.efficiency.flops import prefill_flops
 from vamba.efficiency.measure import build_inputs, measure_batch, run_prefill
 from vamba.efficiency.memory import get_profile, memory_account, profile_geometry
+from vamba.efficiency.ops import OpCounter, mixer_counts
 from vamba.modeling.mamba2 import Mamba2Mixer
 
 
@@ -146,3 +148,22 @@ def test_bench_main_writes_table_csv_and_plots(tmp_path, capsys):
                                                                 for f in ("2", "4")}
     assert all(r["status"] == "ok" for r in records if r["system"] in ("qwen2vl", "vamba", "vamba_stream"))
     assert all(int(r["flops_whole"]) > 0 for r in records if r["system"] != "vamba_stream")
+
+
+def test_mixer_op_counts_meet_the_gpu_targets():
+    """One 7B mixer layer, PyTorch path, on the meta device (docs/efficiency.md, "Op counts"): per 64k tokens at
+    most 1,000 ATen calls and 25 GB written by a no-grad forward, 3,000 calls for a training step (forward,
+    checkpoint recompute, backward) and 60 GB written by the backward, whose bytes grow linearly with the length
+    (at most 2.1x per doubling). Counts are deterministic."""
+    with OpCounter() as counter:  # what is counted: a matmul writes its output; views and allocations write nothing
+        a = torch.empty(8, 4, device="meta")
+        (a @ a.t()).t()
+    assert (counter.count.calls, counter.count.ops, counter.count.bytes) == (4, 1, 8 * 8 * 4)
+    counts = {n: mixer_counts(n) for n in (16384, 32768, 65536)}
+    at_64k = counts[65536]
+    assert at_64k["forward"].calls <= 1000 and at_64k["forward"].bytes <= 25e9, at_64k["forward"]
+    assert at_64k["training"].calls <= 3000, at_64k["training"]
+    assert at_64k["backward"].bytes <= 60e9, at_64k["backward"]
+    for n in (16384, 32768):
+        assert counts[2 * n]["backward"].bytes <= 2.1 * counts[n]["backward"].bytes
+    assert mixer_counts(65536) == at_64k
