@@ -136,8 +136,8 @@ def test_memory_account_structure_at_7b():
 
 
 def test_bench_main_writes_table_csv_and_plots(tmp_path, capsys):
-    assert main(["--model", "tiny", "--frames", "2,4", "--out", str(tmp_path), "--batch", "--stream-chunk", "2",
-                 "--threads", "1"]) == 0
+    assert main(["--model", "tiny", "--frames", "2,4", "--out", str(tmp_path), "--batch", "--reps", "1",
+                 "--stream-chunk", "2", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| frames |" in printed and "| system | frames | account total |" in printed
     for name in ("results.csv", "memory.png", "flops.png", "time.png"):
@@ -148,6 +148,34 @@ def test_bench_main_writes_table_csv_and_plots(tmp_path, capsys):
                                                                 for f in ("2", "4")}
     assert all(r["status"] == "ok" for r in records if r["system"] in ("qwen2vl", "vamba", "vamba_stream"))
     assert all(int(r["flops_whole"]) > 0 for r in records if r["system"] != "vamba_stream")
+
+
+def test_bench_rounds_interleave_systems_and_report_median_and_spread(monkeypatch):
+    """`vamba bench` times each point in `--reps` rounds, one fresh subprocess per measurement, the systems
+    interleaved frame by frame within a round; a row gets the median and the spread; a failure skips the larger
+    frame counts of its system. (The subprocess is replaced here by a table of times; it is tested above.)"""
+    from vamba.efficiency import bench
+
+    calls, seconds = [], {("qwen2vl", 2): [3.0, 1.0, 2.0], ("vamba", 2): [5.0, 4.0, 9.0]}
+
+    def measured(specs, timeout_s=None):
+        (spec,) = specs
+        key = (spec["system"], spec["frames"])
+        calls.append(key)
+        if key not in seconds:
+            return [{"status": "failed (exit 1)", "error": "boom"}]
+        return [{"status": "ok", "seconds": seconds[key].pop(0), "peak_gb": 1.0, "method": "fake"}]
+
+    monkeypatch.setattr(bench, "measure_batch", measured)
+    rows = bench.bench_rows("tiny", [2, 4])
+    args = bench.build_parser().parse_args(["--model", "tiny", "--reps", "3"])
+    bench.measure_rows(rows, args, "cpu", train=False)
+    round_one = [("qwen2vl", 2), ("vamba", 2), ("vamba_stream", 2), ("qwen2vl", 4), ("vamba", 4)]
+    assert calls == round_one + [("qwen2vl", 2), ("vamba", 2)] * 2
+    by = {(r["system"], r["frames"]): r for r in rows}
+    assert (by["qwen2vl", 2]["time_s"], by["qwen2vl", 2]["spread_s"], by["qwen2vl", 2]["reps"]) == (2.0, 2.0, 3)
+    assert (by["vamba", 2]["time_s"], by["vamba", 2]["spread_s"]) == (5.0, 5.0)
+    assert by["vamba_stream", 4]["status"].startswith("skipped") and by["qwen2vl", 4]["status"].startswith("failed")
 
 
 def test_mixer_op_counts_meet_the_gpu_targets():
