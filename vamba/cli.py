@@ -7,7 +7,8 @@ Commands:
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
     chat             ask a model about a video
     bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots);
-                     `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B
+                     `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B;
+                     `vamba bench --ops`: ATen calls and bytes of one 7B mixer layer (GPU time bound)
     distill-teacher  store a Qwen2-VL teacher's top-k logits over a training mixture
 
 Run `vamba <command> --help` for a command's options.
@@ -162,6 +163,10 @@ def _bench(argv: list[str]) -> int:
         from .efficiency.context_parallel import main as cp_main
 
         return cp_main(argv[1:])
+    if argv and argv[0] == "--ops":  # what one 7B mixer layer asks of a GPU, counted on the meta device
+        from .efficiency.ops import main as ops_main
+
+        return ops_main(argv[1:])
     from .efficiency.bench import main as bench_main
 
     return bench_main(argv) or 0
