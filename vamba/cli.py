@@ -159,14 +159,10 @@ def _chat(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    if argv and argv[0] == "--context-parallel":  # the 7B training account under context parallel
-        from .efficiency.context_parallel import main as cp_main
+    if argv and argv[0] in ("--context-parallel", "--ops"):  # 7B training account per rank; a mixer layer's ops
+        from .efficiency import context_parallel, ops
 
-        return cp_main(argv[1:])
-    if argv and argv[0] == "--ops":  # what one 7B mixer layer asks of a GPU, counted on the meta device
-        from .efficiency.ops import main as ops_main
-
-        return ops_main(argv[1:])
+        return (ops if argv[0] == "--ops" else context_parallel).main(argv[1:])
     from .efficiency.bench import main as bench_main
 
     return bench_main(argv) or 0

@@ -74,11 +74,9 @@ def _limit(row: dict, last: dict | None, args, train: bool) -> str | None:
 
 
 def measure_rows(rows: list[dict], args, device: str, train: bool) -> None:
-    """Measure the measured systems' rows: `--reps` rounds; in each, every point once, each in its own fresh
-    subprocess (model built, a warm-up step at the same frame count, one timed step), the systems interleaved
-    (frame by frame) so that a change in the machine's load reaches them alike. Time: the median over rounds, with
-    its spread (max - min); peak: the median. A point skipped or failed skips the larger ones of its system.
-    --batch runs a round in one subprocess instead: quicker, but each time then depends on what ran before it."""
+    """`--reps` rounds, each point once per round in its own fresh subprocess (built, warmed up at the same frame
+    count, timed), systems interleaved so that load changes reach them alike: median time, spread (max - min),
+    median peak. A point skipped or failed skips the system's larger ones. --batch: a round in one subprocess."""
     p = "train_" if train else ""
     systems = ("qwen2vl", "vamba") if train else ("qwen2vl",) + ("qwen2vl_stock",) * args.stock + (
         "vamba", "vamba_stream")

@@ -24,8 +24,9 @@ from vamba.modeling.ssd import block_elements, scan_chunk
 GB = 1e9
 SYSTEMS = ("qwen2vl", "qwen2vl_stock", "vamba", "vamba_stream")
 # Frame size, prompt tokens and the resize bounds (merged tokens per temporal patch) per flavor; default 640x360,
-# 64 prompt tokens and the released video processor's 128..768.
-INPUTS = {"7b": {"device": "cuda"}, "tiny": {"height": 32, "width": 32, "text_tokens": 16, "min_tokens_per_frame_pair": 4},
+# 64 prompt tokens and the released video processor's 128..768; the device the account predicts, default CPU.
+INPUTS = {"7b": {"device": "cuda"}, "tiny": {"height": 32, "width": 32, "text_tokens": 16,
+                                             "min_tokens_per_frame_pair": 4},
           "quickstart": {"height": 28, "width": 28, "text_tokens": 90, "min_tokens_per_frame_pair": 1,
                          "max_tokens_per_frame_pair": 16}}
 

@@ -1,11 +1,9 @@
 """What one Mamba-2 mixer layer asks of a GPU, counted on the meta device: `vamba bench --ops`.
 
-A GPU's time for eager PyTorch code is bounded below by its host overhead (~10 µs per ATen call, however small the
-op) and its memory traffic (bytes written / ~3 TB/s on an H100). Both are counted here without a GPU: a
-`TorchDispatchMode` sees every ATen call of a mixer built on the meta device at the 7B shapes, and counts the calls,
-the non-view ops among them (each ~ a kernel launch) and the bytes their outputs hold. The meta device takes the
-accelerator's settings (SSD group bound, inference piece length), so the counts are those of the GPU's PyTorch path.
-Counts are deterministic; tests/test_efficiency.py holds them under the targets of docs/efficiency.md ("Op counts").
+Eager PyTorch on a GPU takes at least ~10 µs of host time per ATen call and bytes written / ~3 TB/s (H100). Both
+are counted without a GPU: a `TorchDispatchMode` sees every ATen call of a mixer built on the meta device (which
+takes the accelerator's settings: SSD group bound, piece length) at a flavor's shapes. tests/test_efficiency.py
+holds the counts under the targets of docs/efficiency.md ("Op counts").
 """
 
 from __future__ import annotations
@@ -20,15 +18,14 @@ from torch.utils._pytree import tree_leaves
 from vamba.modeling.flavors import get_flavor
 from vamba.modeling.mamba2 import Mamba2Mixer
 
-US_PER_CALL, BYTES_PER_S = 10e-6, 3e12  # host time per ATen call and H100 memory bandwidth of the prediction
-# Calls that launch no kernel and write nothing besides views: allocations and metadata-only reshapes.
+US_PER_CALL, BYTES_PER_S = 10e-6, 3e12
+# Calls that launch no kernel and write nothing: allocations and metadata-only reshapes (views are skipped too).
 _NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "_unsafe_view", "lift_fresh"}
 
 
 @dataclass
 class OpCount:
-    """ATen calls, the ops among them that launch a kernel (not views, allocations or metadata-only reshapes) and
-    the bytes those ops write (their outputs; in-place and out= ops count their target)."""
+    """ATen calls, the ops among them that launch a kernel, and the bytes those write (in-place: their target)."""
 
     calls: int = 0
     ops: int = 0
@@ -44,7 +41,7 @@ class OpCount:
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts every ATen call made inside the block into `count` (an `OpCount`)."""
+    """Counts every ATen call made inside the block into `count`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,23 +56,18 @@ class OpCounter(TorchDispatchMode):
         return out
 
 
-def mixer_counts(tokens: int, flavor: str = "7b", **mixer: object) -> dict[str, OpCount]:
-    """One Mamba-2 mixer layer of `flavor` (its dtype, d_model and mixer config; keywords override the mixer) over
-    `tokens` video tokens on the meta device: "forward" (no grad, as prefill), "forward (grad)" and "backward" (of
-    a random output gradient), and "training" = forward + checkpoint recompute + backward (2 x grad forward +
-    backward, as gradient checkpointing runs it)."""
-    f = get_flavor(flavor)
+def mixer_counts(tokens: int, flavor: str = "7b") -> dict[str, OpCount]:
+    """One Mamba-2 layer of `flavor` (its width, mixer and dtype) over `tokens` video tokens, PyTorch path:
+    "forward" (no grad: prefill), "forward (grad)", "backward" (of a given output gradient) and "training" =
+    2 x forward (grad) + backward (gradient checkpointing runs the forward again before the backward)."""
+    f, counts = get_flavor(flavor), {}
     with torch.device("meta"):
-        layer = Mamba2Mixer(f.text["hidden_size"], **{**f.mixer, **mixer}, dtype=f.dtype)
+        layer = Mamba2Mixer(f.text["hidden_size"], **f.mixer, dtype=f.dtype)
         x = torch.empty(1, tokens, f.text["hidden_size"], dtype=f.dtype)
-    counts = {}
-    with torch.no_grad(), OpCounter() as c:
-        layer(x)
-    counts["forward"] = c.count
-    x.requires_grad_(True)
-    with OpCounter() as c:
-        out = layer(x)
-    counts["forward (grad)"] = c.count
+    for name, grad in (("forward", False), ("forward (grad)", True)):
+        with torch.set_grad_enabled(grad), OpCounter() as c:
+            out = layer(x.requires_grad_(grad))
+        counts[name] = c.count
     with OpCounter() as c:
         out.backward(torch.empty_like(out))
     counts["backward"] = c.count
@@ -84,17 +76,15 @@ def mixer_counts(tokens: int, flavor: str = "7b", **mixer: object) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`vamba bench --ops`: the table per mixer layer and length."""
+    """`vamba bench --ops`: the table per pass and length."""
     p = argparse.ArgumentParser(prog="vamba bench --ops", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="7b", help="flavor whose mixer is counted (default 7b)")
-    p.add_argument("--tokens", type=lambda t: [int(x) for x in t.split(",")], default=[16384, 32768, 65536],
-                   help="comma-separated video token counts (default 16384,32768,65536)")
+    p.add_argument("--model", default="7b", help="the flavor whose mixer is counted (default 7b)")
+    p.add_argument("--tokens", default="16384,32768,65536", help="comma-separated video token counts")
     args = p.parse_args(argv)
-    print(f"One Mamba-2 mixer layer ({args.model}, PyTorch path, meta device with the GPU's settings); GB = 1e9 "
-          f"bytes written; predicted GPU time >= max(calls x {US_PER_CALL * 1e6:g} µs, bytes / "
-          f"{BYTES_PER_S / 1e12:g} TB/s):\n")
-    print("| tokens | pass | calls | non-view ops | GB written | predicted ms |\n|---|---|---|---|---|---|")
-    for n in args.tokens:
+    print(f"One Mamba-2 layer ({args.model}, PyTorch path; meta device with the GPU's settings). GB = 1e9 bytes "
+          f"written; GPU time >= max(calls x 10 µs, bytes / 3 TB/s).\n\n| tokens | pass | calls | non-view ops "
+          "| GB written | predicted ms |\n|---|---|---|---|---|---|")
+    for n in map(int, args.tokens.split(",")):
         for name, c in mixer_counts(n, args.model).items():
             print(f"| {n:,} | {name} | {c.calls:,} | {c.ops:,} | {c.bytes / 1e9:,.1f} | {c.seconds * 1e3:,.1f} |")
     return 0

@@ -4,12 +4,9 @@ It has exactly the shapes of the layer's self-attention (q: d->d with bias, k/v:
 o: d->d without bias), so it subclasses transformers' `Qwen2VLAttention` for its projections and parameter
 names; that is what makes "initialise cross-attention by copying self-attention" a plain state-dict copy.
 Only the forward differs: keys/values come from the video, attention is non-causal and limited to the sample.
-
-Which kernel: a boolean mask keeps SDPA off its flash kernel (on CUDA it falls back to the math kernel: float32
-scores, keys/values repeated per head). So the text model describes who sees what as `attention_blocks` (once
-per forward): when every text token sees its row's whole video, one mask-free call for the batch; for packed rows,
-one mask-free call per sample, each on its own text and video ranges. GQA goes to the kernel (`enable_gqa`), which
-flash-attention does without repeating keys/values. The mask remains for layouts blocks cannot describe.
+A boolean mask keeps SDPA off flash-attention (math kernel on CUDA: float32 scores, keys/values repeated per head),
+so who sees what comes as `attention_blocks`: one mask-free call for the batch, or one per packed sample, with GQA
+left to the kernel (flash does it without repeating keys/values); the mask only where blocks cannot describe it.
 """
 
 from __future__ import annotations
@@ -115,9 +112,8 @@ class VambaCrossAttention(Qwen2VLAttention):
             return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1)), has_video
         has_video = visible.any(-1, keepdim=True)  # (B, N, 1)
         keys, values = keys.to(query.dtype), values.to(query.dtype)
-        if blocks is None or all(v1 == v0 for *_, v0, v1 in blocks):  # (no video seen: the masked call keeps the
-            # keys in the graph, which ZeRO-3 / DDP need.) A row with no visible key would give NaN in softmax; let
-            # it see everything, then zero its output.
+        if blocks is None or all(v1 == v0 for *_, v0, v1 in blocks):  # (no video seen: keys stay in the graph for
+            # ZeRO-3 / DDP.) A row seeing no key would give NaN in softmax: it sees everything, then its output is 0.
             out = self._sdpa(query, keys, values, (visible | ~has_video).unsqueeze(1)) * has_video[:, None]
         elif all((t0, t1, v0, v1) == (0, q_len, 0, keys.shape[2]) for _, t0, t1, v0, v1 in blocks):
             out = self._sdpa(query, keys, values)  # every text token sees its row's whole video

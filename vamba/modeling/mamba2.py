@@ -32,25 +32,19 @@ from torch import nn
 from .causal_conv import causal_depthwise_conv
 from .mamba_fused import NO_DT_LIMIT as _NO_DT_LIMIT
 from .mamba_fused import fused_kernels, mamba1_fused, mamba2_fused
-from .ssd import scan_chunk, ssd_chunk_scan
+from .ssd import _needs_grad, scan_chunk, ssd_chunk_scan
 from .zero import gathered
 
 __all__ = ["GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "Mamba2State", "build_mixer", "causal_depthwise_conv"]
 
-# Tokens per piece of a no-grad mixer call, per device type: a piece bounds the activations (~10 full-width tensors
-# per token). CPU: 4,096, cache-friendly. Elsewhere (CUDA; the meta device stands for it in op counts): 16,384, so
-# that a GPU gets few large launches (~200 ATen calls per piece of a 7B layer, ~2 GB of temporaries).
-INFERENCE_PIECE_LEN = {"cpu": 4096}
-_ACCELERATOR_PIECE_LEN = 16384
+# Tokens per piece of a no-grad mixer call (pieces bound the activations): CPU 4,096, cache-friendly; elsewhere (CUDA;
+# meta stands for it in op counts) 16,384: few, large launches (~170 ATen calls per piece of a 7B layer, ~2 GB).
+INFERENCE_PIECE_LEN = {"cpu": 4096, "accelerator": 16384}
 
 
 def default_piece_len(device: torch.device | str) -> int:
     """Tokens per no-grad mixer piece on `device` unless a mixer sets ``inference_piece_len``."""
-    return INFERENCE_PIECE_LEN.get(torch.device(device).type, _ACCELERATOR_PIECE_LEN)
-
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will record an op on these tensors (if not, temporaries may be updated in place)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return INFERENCE_PIECE_LEN.get(torch.device(device).type, INFERENCE_PIECE_LEN["accelerator"])
 
 
 # ----------------------------------------------------------------------------------------------------------------

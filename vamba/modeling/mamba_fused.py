@@ -106,19 +106,16 @@ def fused_kernels(use_kernels: bool, hidden_states: torch.Tensor) -> SimpleNames
         return None
     if _ON_CPU is not None:
         return _ON_CPU
-    if not hidden_states.is_cuda:
-        _say_once(logging.INFO, f"Mamba mixers: inputs on {hidden_states.device.type}, not CUDA: pure-PyTorch path")
-        return None
-    kernels = load_kernels()
+    kernels = load_kernels() if hidden_states.is_cuda else None
     if kernels is None:
-        _say_once(logging.WARNING, "Mamba mixers: mamba_ssm's Triton kernels do not import (pip install .[cuda]): "
-                  "pure-PyTorch path on CUDA")
+        _say_once(*(logging.WARNING, "mamba_ssm's Triton kernels do not import (pip install .[cuda])") if hidden_states
+                  .is_cuda else (logging.INFO, f"inputs on {hidden_states.device.type}, not CUDA"))
     return kernels
 
 
 @functools.cache
-def _say_once(level: int, message: str) -> None:
-    logging.getLogger(__name__).log(level, message)
+def _say_once(level: int, why: str) -> None:
+    logging.getLogger(__name__).log(level, f"Mamba mixers take the pure-PyTorch path: {why}")
 
 
 @contextlib.contextmanager

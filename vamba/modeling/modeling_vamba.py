@@ -55,8 +55,7 @@ from .video_stream import (
 class CrossAttentionContext:
     """What every layer's cross-attention needs, computed once per forward by the text model.
 
-    visible: (B, N, M) bool, and the same as `attention_blocks` (None where they cannot describe it);
-    seq_idx: (B, M) int32 for the mixer (None when decoding);
+    visible: (B, N, M) bool; seq_idx: (B, M) int32 for the mixer (None when decoding);
     query_rope / key_rope: (cos, sin) pairs when M-RoPE is on in cross-attention, else None.
     """
 
@@ -66,7 +65,7 @@ class CrossAttentionContext:
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     cache: VambaCache | None = None
     slices: SliceContext | None = None  # context parallel: the stream is one slice; merge with the others
-    blocks: list[Block] | None = None
+    blocks: list[Block] | None = None  # `visible` as `attention_blocks` (None: the mask is used)
 
 
 class VisionMixerBlock(nn.Module):
@@ -354,7 +353,7 @@ class VambaTextModel(Qwen2VLTextModel):
                 cache.slices = slices
             return CrossAttentionContext(
                 visible=visible,
-                blocks=attention_blocks(text_sample, video.sample_idx) if slices is None else None,
+                blocks=attention_blocks(text_sample, video.sample_idx),
                 seq_idx=video.seq_idx,
                 query_rope=query_rope if use_rope else None,
                 key_rope=key_rope,
@@ -363,10 +362,9 @@ class VambaTextModel(Qwen2VLTextModel):
             )
         if cache is not None and cache.has_video:
             visible = cache.video_visible[:, None, :].expand(batch, length, -1)
-            blocks = None if cache.slices is not None else attention_blocks(
-                torch.zeros_like(position_ids), cache.video_visible.long() - 1)
             return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache,
-                                         slices=cache.slices, blocks=blocks)
+                                         slices=cache.slices, blocks=attention_blocks(
+                                             torch.zeros_like(position_ids), cache.video_visible.long() - 1))
         return None
 
 

@@ -13,17 +13,13 @@ fully "dual" (attention-like) form is quadratic. The SSD algorithm splits the se
 ``chunk_size`` tokens: inside a chunk the output is a small masked matrix product (parallel, quadratic only
 in the chunk size), and between chunks only a (headdim x d_state) state per head is carried.
 
-How it is laid out for eager PyTorch, where every op is one kernel launch (~10 µs of host time on a GPU) and
-writes its whole output to memory: the sequence is split once into groups of whole chunks, as many as a memory
-budget per device allows (`block_elements`: cache-sized on a CPU, ~1.6 GB on an accelerator, so a GPU runs a
-few large groups), and the outputs are concatenated once (a backward linear in length). Inside a group every
-chunk is done by the same few batched ops: the (b, c, h, l, s) decay/score block in three elementwise passes,
-the chunk-to-chunk state pass as one matmul with the (c x c) matrix of decays between chunks (quadratic only in
-the group's chunk count), and only the group's state is handed on by the Python loop. Contractions run in the
-input dtype with fp32 accumulation, as mamba_ssm's kernels (bf16 inputs: bf16 matmuls; float32/float64 inputs
-are computed in their own precision); cumulative decays and the carried state stay in float32 (float64).
-
-Decays must be <= 1 (dt * A <= 0, as for every Mamba-2 layer: dt >= 0, A < 0); mamba_ssm clamps them to 1.
+Laid out for eager PyTorch, where each op is a kernel launch (~10 µs of host time on a GPU) that writes its
+whole output: the sequence is split once into groups of whole chunks, as many as a per-device memory budget
+allows (`block_elements`), and the outputs are concatenated once (a backward linear in length). A group costs a
+fixed number of batched ops: the (b, c, h, l, s) block in three passes, the chunk-to-chunk state pass as one
+matmul with the (c x c) decays between chunks. Contractions run in the input dtype with float32 accumulation,
+as in mamba_ssm's kernels; cumulative decays and the carried state stay float32 (float64 for float64 inputs).
+Decays must be <= 1 (dt * A <= 0, as in every Mamba-2 layer; mamba_ssm clamps them to 1).
 
 Tensor dimension names used throughout: b batch, l / s token positions (target / source) within a chunk,
 c chunk index, h heads, g groups of B/C (heads share B/C within a group), r heads per group (h = g * r,
@@ -37,21 +33,18 @@ import torch.nn.functional as F
 
 __all__ = ["block_elements", "scan_chunk", "ssd_chunk_scan"]
 
-# Bound on the elements of the (b, c, h, l, s) intra-chunk block built per group of chunks, per device type.
-# CPU: 2**21 (8 MiB in fp32), small enough to stay in the last-level cache (measured faster than larger groups).
-# Anything else (CUDA, and the meta device, which stands for it in op counts): 2**28, ~1.6 GB with the fp32
-# log-decays and the bf16 weights, so that 16k tokens of a 7B layer (112 heads) are one group. At least one
-# chunk is always processed, whatever the bound.
+# Bound on the elements of the (b, c, h, l, s) block built per group of chunks (at least one chunk), per device:
+# CPU 2**21 (8 MiB fp32: stays in cache, measured fastest); elsewhere (CUDA; meta stands for it in op counts) 2**28
+# (~0.5 GB in bf16): 16k tokens of a 7B layer, 112 heads at chunk 128, are one group.
 _BLOCK_ELEMENTS = {"cpu": 1 << 21}
 _ACCELERATOR_BLOCK_ELEMENTS = 1 << 28
 
 
 def scan_chunk(chunk_size: int) -> int:
-    """The chunk the mixers scan with on this path, for a model configured with `chunk_size` (mamba_ssm's tile):
-    at most 128. Chunks only tile the scan (the function is the same). Eager PyTorch writes each pass over the
-    (b, c, h, l, s) block to memory, h * chunk elements per token, against h * p * n / chunk for the chunk
-    states; at mamba_ssm's p = 64, n = 128 their sum is near its minimum at 128 (7B: a quarter fewer bytes per
-    token than at 256), and a CPU is faster at 128 too."""
+    """The chunk the mixers scan with here for a model configured with `chunk_size` (mamba_ssm's tile): at most
+    128. Chunks only tile the scan. Each pass over the (b, c, h, l, s) block writes h * chunk elements per token,
+    the chunk states h * p * n / chunk: at p = 64, n = 128 the sum is least near 128 (7B: a quarter fewer bytes
+    than 256), and a CPU is faster at 128 too."""
     return min(chunk_size, 128)
 
 
@@ -110,8 +103,7 @@ def ssd_chunk_scan(
 
     dt = _discretize_dt(dt, dt_bias, dt_softplus, dt_limit, cdtype)  # (b, l, h)
     A = A.to(cdtype)
-    # The state carried across groups. Zeros when no initial state was given.
-    if initial_states is None:
+    if initial_states is None:  # the state carried across groups
         state = x.new_zeros((batch, nheads, headdim, dstate), dtype=cdtype)
     else:
         # A private copy: callers (e.g. a streaming cache) may overwrite their tensor in place with the final
@@ -127,13 +119,9 @@ def ssd_chunk_scan(
     group_len = max(1, bound // (batch * nheads * chunk_size * chunk_size)) * chunk_size
     # Split once: one backward node concatenates the groups' gradients (slicing per group would make autograd
     # build a full-length gradient for every group, a backward quadratic in the length).
-    parts = [t.split(group_len, dim=1) if t is not None else None for t in (x, dt, B, C, seq_idx)]
-    ys = []
-    for i in range(len(parts[0])):
-        y, state, prev_seq = _scan_group(
-            parts[0][i], parts[1][i], A, parts[2][i], parts[3][i], chunk_size, state,
-            parts[4][i] if seq_idx is not None else None, prev_seq,
-        )
+    ys, parts = [], [t.split(group_len, dim=1) for t in (x, dt, B, C)]
+    for i, seq in enumerate(seq_idx.split(group_len, dim=1) if seq_idx is not None else [None] * len(parts[0])):
+        y, state, prev_seq = _scan_group(*(t[i] for t in parts), A, chunk_size, state, seq, prev_seq)
         ys.append(y)
     y = _skip_and_gate(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1), x, D, z)
     if return_final_states:
@@ -163,13 +151,8 @@ def _check_shapes(x, dt, A, B, C, D, z, seq_idx, initial_states, ngroups, dstate
         raise ValueError(f"initial_states must be {(b, h, p, dstate)}, got {tuple(initial_states.shape)}")
 
 
-def _discretize_dt(
-    dt: torch.Tensor,
-    dt_bias: torch.Tensor | None,
-    dt_softplus: bool,
-    dt_limit: tuple[float, float],
-    cdtype: torch.dtype,
-) -> torch.Tensor:
+def _discretize_dt(dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool, dt_limit: tuple[float, float],
+                   cdtype: torch.dtype) -> torch.Tensor:
     """(b, l, h) raw dt -> (b, l, h) effective step in the compute dtype (bias, softplus, clamp)."""
     dt = dt.to(cdtype)
     if dt_bias is not None:
@@ -182,24 +165,17 @@ def _discretize_dt(
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record an op on these tensors (if not, temporaries may be updated in place)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _scan_group(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk: int,
-    state: torch.Tensor,
-    seq: torch.Tensor | None,
-    prev_seq: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _scan_group(x: torch.Tensor, dt: torch.Tensor, B: torch.Tensor, C: torch.Tensor, A: torch.Tensor, chunk: int,
+                state: torch.Tensor, seq: torch.Tensor | None, prev_seq: torch.Tensor | None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Scan one group of consecutive chunks, starting from ``state``, with a fixed number of batched ops.
 
     Args:
-        x: (b, t, h, p); dt: (b, t, h) discretised; A: (h,); B, C: (b, t, g, n).
+        x: (b, t, h, p); dt: (b, t, h) discretised; B, C: (b, t, g, n); A: (h,).
         state: (b, h, p, n) state before the group's first token (float32 / float64).
         seq: (b, t) or None; prev_seq: (b,) sequence id that ``state`` belongs to, or None.
 
@@ -246,13 +222,9 @@ def _intra_chunk_output(
 
 
 class _DiagonalBlocks(torch.autograd.Function):
-    """y = (exp(a[l] - a[s]) * scores[l, s]) @ x_dt per chunk and head, for a (b, c, g, r, l) in float32 / float64,
-    scores (b, c, g, 1, l, s) zero where s may not reach l, x_dt (b, c, g, r, s, p).
-
-    The (b, c, g, r, l, s) block is the scan's largest tensor (h * chunk elements per token), so it is written in
-    x_dt's dtype and as few times as possible: three passes forward, three backward (autograd's own backward of
-    the same ops would write float32 copies of it about eight times).
-    """
+    """y = (exp(a[l] - a[s]) * scores[l, s]) @ x_dt per chunk and head; a: (b, c, g, r, l) float32 / float64, scores:
+    (b, c, g, 1, l, s) zero where s may not reach l, x_dt: (b, c, g, r, s, p). The (..., l, s) block, the scan's
+    largest tensor, is written in x_dt's dtype three times each way (autograd's own backward: ~8 float32 copies)."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, scores: torch.Tensor, x_dt: torch.Tensor) -> torch.Tensor:
@@ -306,13 +278,8 @@ def _chunk_end_states(
     return sources
 
 
-def _pass_states(
-    sources: torch.Tensor,
-    a: torch.Tensor,
-    state: torch.Tensor,
-    seq: torch.Tensor | None,
-    prev_seq: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def _pass_states(sources: torch.Tensor, a: torch.Tensor, state: torch.Tensor, seq: torch.Tensor | None,
+                 prev_seq: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """The state entering every chunk of the group, and after it, in one matmul over chunks.
 
     start_i = sum_{j < i} exp(cum[i-1] - cum[j]) * chunk_states_j + exp(cum[i-1]) * state, where cum[k] is the
@@ -329,8 +296,7 @@ def _pass_states(
         dtype; id of the last token (b,) or None; and carry_mask (b, c, l) telling which tokens belong to the
         sequence of their chunk's start state (None without seq_idx, meaning all do).
     """
-    b, c, h, p, n = sources.shape
-    c -= 1
+    b, c, h, p, n = sources.shape[0], sources.shape[1] - 1, *sources.shape[2:]
     # before[i]: log-decay of chunks 0..i-1 (0 for i = 0); a source j (0: `state`, j > 0: chunk j - 1) reaches the
     # start of chunk i (i = c: the end of the group) decayed by exp(before[i] - before[j]), for j <= i.
     before = F.pad(torch.cumsum(a[:, :, -1], dim=1), (0, 0, 1, 0))  # (b, c + 1, h)
@@ -355,10 +321,8 @@ def _pass_states(
     return start[:, :-1].reshape(b, c, h, p, n), final, prev_seq, carry_mask
 
 
-def _state_output(
-    C: torch.Tensor, start_states: torch.Tensor, a: torch.Tensor, carry_mask: torch.Tensor | None,
-    y_diag: torch.Tensor,
-) -> torch.Tensor:
+def _state_output(C: torch.Tensor, start_states: torch.Tensor, a: torch.Tensor, carry_mask: torch.Tensor | None,
+                  y_diag: torch.Tensor) -> torch.Tensor:
     """y_diag plus the output from the state entering each chunk (the "off-diagonal blocks" of the SSD matrix).
 
     y[l] = exp(a[l]) * start_state C_l, only for tokens of the start state's sequence.
