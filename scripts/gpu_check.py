@@ -14,8 +14,8 @@ measurement, so a run that is cut short keeps what it measured.
    packed text self-attention, when flash-attn is installed.
 2. speed, side by side with Vamba / Qwen2-VL ratios: prefill at 16/64/256/1024 frames of 640x360 and one training
    step (forward + backward, gradient checkpointing, no optimizer) at 16/64/128 frames. Every point: one warm-up
-   step at the same frame count, then the median of 3 timed steps (and their spread; --tiny: 1); Vamba's fused and PyTorch
-   mixers are timed alternately on one model. Peak memory (torch.cuda.max_memory_allocated) beside each time.
+   step at the same frame count, then the median of 3 timed steps (and their spread; --tiny: 1); Vamba's fused and
+   PyTorch mixers are timed alternately on one model. Peak memory (torch.cuda.max_memory_allocated) beside each.
 3. one 7B Mamba-2 layer at 64k tokens, forward (no grad) and forward + backward, both paths, beside what the op
    count predicts for the PyTorch path (`vamba.efficiency.ops`: calls x 10 us or bytes / 3 TB/s).
 4. one torch.profiler trace of a Vamba prefill (64 frames; PyTorch and fused mixers): the GPU-busy fraction (union
@@ -422,7 +422,7 @@ def run_speed(report: Report, profile, device: str, fused_ok: bool, deadline: fl
                 cells[section, frames].update({v: "OOM (building the model)" for v in todo})
                 continue
 
-            def step(v: str, frames=frames, train=train, model=model):
+            def step(v: str, frames=frames, train=train, model=model, kind=kind):
                 if kind == "vamba":
                     _set_kernels(model, v == "fused")
                 return measure(model, profile, kind, frames, train, device)
@@ -480,15 +480,15 @@ def mixer_layer(report: Report, profile, device: str, fused_ok: bool, deadline: 
         return time.perf_counter() - start, None
 
     variants = {"fused": True, "pytorch": False} if fused_ok else {"pytorch": False}
-    for grad, name, count in ((False, "forward (no grad)", "forward"), (True, "forward + backward", "training")):
-        got = _timed({v: (lambda f=f: run(f, grad)) for v, f in variants.items()}, REPS[profile.name])
+    for grad, name in ((False, "forward (no grad)"), (True, "forward + backward")):
+        got = _timed({v: (lambda f=f, g=grad: run(f, g)) for v, f in variants.items()}, REPS[profile.name])
         c = predicted["forward"] if not grad else predicted["forward (grad)"] + predicted["backward"]
         note = f"op count: {c.calls:,} calls, {c.bytes / 1e9:.1f} GB written: PyTorch path >= {c.seconds * 1e3:.1f} ms"
         if isinstance(got.get("fused"), dict) and isinstance(got.get("pytorch"), dict):
             note += f"; PyTorch / fused {got['pytorch']['seconds'] / got['fused']['seconds']:.2f}"
         report.add_speed("mixer layer", f"Mamba-2 layer, {tokens:,} tokens, {name}", got, status=note,
                          predicted_s=c.seconds, predicted_calls=c.calls, predicted_bytes=c.bytes)
-    del mixer, x
+    mixer = x = None  # freed before the next section (the closures above hold the names)
     _free(device)
 
 
@@ -566,7 +566,8 @@ def busy_fraction(prof, wall_s: float) -> float | None:
 def where_time_goes(report: Report, profile, device: str, fused_ok: bool, trace: Path | None) -> None:
     """One profiled Vamba prefill per mixer path (after a warm-up): the GPU-busy fraction; and the SDPA kernel
     of the cross-attention in a prefill and a training step."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     frames = PROFILE_FRAMES[profile.name]
     try:
@@ -592,7 +593,7 @@ def where_time_goes(report: Report, profile, device: str, fused_ok: bool, trace:
                          trace=str(trace) if trace else None)
         report.add_speed("sdpa", "cross-attention SDPA kernel (prefill / training step)",
                          {v: " / ".join(kernels[v, t] for t in (False, True)) for v, _ in kernels})
-        del model
+        model = None
     except Exception as exc:  # noqa: BLE001
         report.add_speed("profile", "Vamba prefill profile", {}, status=f"error: {type(exc).__name__}: {exc}"[:200])
     _free(device)

@@ -57,8 +57,8 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     headers = [line for line in lines if line.startswith("| section | what |")]
     assert headers == ["| section | what | measured | paper (DESIGN.md 5) | account | status |",
-                       "| section | what | Qwen2-VL | Vamba fused | Vamba PyTorch | fused / Qwen2-VL | PyTorch / Qwen2-VL "
-                       "| status |"]
+                       "| section | what | Qwen2-VL | Vamba fused | Vamba PyTorch | fused / Qwen2-VL "
+                       "| PyTorch / Qwen2-VL | status |"]
     assert len(lines) == len(rows) + len(headers)
     gpu_check = _load_gpu_check()
     speed = [r for r in rows if r["section"] in ("prefill", "train")]

@@ -18,7 +18,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from vamba.modeling import VambaConfig, VambaForConditionalGeneration
 from vamba.modeling.flavors import get_flavor, qwen2vl_config, vamba_config
-from vamba.modeling.mamba2 import Mamba2Mixer, default_piece_len
+from vamba.modeling.mamba2 import default_piece_len
 from vamba.modeling.ssd import block_elements, scan_chunk
 
 GB = 1e9
