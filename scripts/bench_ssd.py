@@ -148,8 +148,8 @@ def main() -> None:
         f"chunk={args.chunk_size} batch={args.batch}, CPU, {_threads(results)} threads, inference mode, "
         f"best of >= {args.min_reps} runs"
     )
-    header = f"| {'L':>6} |" + "".join(f" {impl + ' tok/s':>18} | {impl + ' tok/CPU-s':>20} | {impl + ' peak MiB':>21} |"
-                                       for impl in args.impls)
+    header = f"| {'L':>6} |" + "".join(
+        f" {impl + ' tok/s':>18} | {impl + ' tok/CPU-s':>20} | {impl + ' peak MiB':>21} |" for impl in args.impls)
     print(header)
     print("|" + "---|" * (1 + 3 * len(args.impls)))
     for seqlen in args.lengths:
@@ -159,7 +159,8 @@ def main() -> None:
             if isinstance(res, str):
                 row += f" {'-':>18} | {'-':>20} | {res[:21]:>21} |"
             else:
-                row += f" {res['tokens_per_s']:>18,.0f} | {res['tokens_per_cpu_s']:>20,.0f} | {res['peak_mib']:>21,.1f} |"
+                row += (f" {res['tokens_per_s']:>18,.0f} | {res['tokens_per_cpu_s']:>20,.0f} |"
+                        f" {res['peak_mib']:>21,.1f} |")
         print(row)
     for impl in args.impls:
         ref = results.get((impl, 4096))
