@@ -168,7 +168,7 @@ def _vamba_lm(model: torch.nn.Module, M: int, N: int, layers: int) -> FlopBreakd
 
     def count(m: int) -> FlopBreakdown:
         ids = torch.zeros(1, m, dtype=torch.long, **meta)
-        stream = VideoStream(torch.empty(1, m, d, dtype=model.dtype, **meta), ids, ids.int(),
+        stream = VideoStream(torch.empty(1, m, d, dtype=model.dtype, **meta), ids, None,
                              torch.zeros(3, 1, m, dtype=torch.long, **meta))
         embeds = torch.empty(1, N, d, dtype=model.dtype, **meta)
         return _count(lambda: model.lm_head(model.model.language_model(

@@ -55,8 +55,7 @@ def default_piece_len(device: torch.device | str) -> int:
 class GatedRMSNorm(nn.Module):
     """RMSNorm of x * silu(z) over groups of ``group_size`` channels (mamba_ssm RMSNormGated, norm_before_gate=False).
 
-    Elementwise in x's dtype, one pass per op (float32 / float64 inputs stay exact), with the mean of squares
-    accumulated in float32 (float64): over thousands of channels a bf16 sum would lose it.
+    Elementwise in x's dtype, one pass per op; the mean of squares accumulated in float32 (float64 for float64).
     """
 
     def __init__(self, hidden_size: int, group_size: int, eps: float = 1e-5, device=None, dtype=None) -> None:

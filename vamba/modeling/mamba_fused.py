@@ -106,15 +106,15 @@ def fused_kernels(use_kernels: bool, hidden_states: torch.Tensor) -> SimpleNames
         return None
     if _ON_CPU is not None:
         return _ON_CPU
-    kernels = load_kernels() if hidden_states.is_cuda else None
-    if kernels is None:
-        _say_once(*(logging.WARNING, "mamba_ssm's Triton kernels do not import (pip install .[cuda])") if hidden_states
-                  .is_cuda else (logging.INFO, f"inputs on {hidden_states.device.type}, not CUDA"))
-    return kernels
+    if not hidden_states.is_cuda:
+        return _say_once(logging.INFO, f"inputs on {hidden_states.device.type}, not CUDA")
+    kernels = load_kernels()
+    return kernels or _say_once(logging.WARNING, "mamba_ssm's Triton kernels do not import (pip install .[cuda])")
 
 
 @functools.cache
 def _say_once(level: int, why: str) -> None:
+    """Log (once per reason) that the mixers take the pure-PyTorch path; returns None, the "no kernels" answer."""
     logging.getLogger(__name__).log(level, f"Mamba mixers take the pure-PyTorch path: {why}")
 
 

@@ -41,10 +41,9 @@ _ACCELERATOR_BLOCK_ELEMENTS = 1 << 28
 
 
 def scan_chunk(chunk_size: int) -> int:
-    """The chunk the mixers scan with here for a model configured with `chunk_size` (mamba_ssm's tile): at most
-    128. Chunks only tile the scan. Each pass over the (b, c, h, l, s) block writes h * chunk elements per token,
-    the chunk states h * p * n / chunk: at p = 64, n = 128 the sum is least near 128 (7B: a quarter fewer bytes
-    than 256), and a CPU is faster at 128 too."""
+    """The chunk the mixers scan with for a model configured with `chunk_size` (mamba_ssm's tile): at most 128.
+    Chunks only tile the scan. A pass over the (b, c, h, l, s) block writes h * chunk elements per token, the chunk
+    states h * p * n / chunk: the sum is least near 128 at p = 64, n = 128 (7B), and a CPU is faster there too."""
     return min(chunk_size, 128)
 
 
