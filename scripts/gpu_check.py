@@ -14,8 +14,9 @@ measurement, so a run that is cut short keeps what it measured.
    packed text self-attention, when flash-attn is installed.
 2. speed, side by side with Vamba / Qwen2-VL ratios: prefill at 16/64/256/1024 frames of 640x360 and one training
    step (forward + backward, gradient checkpointing, no optimizer) at 16/64/128 frames. Every point: one warm-up
-   step at the same frame count, then the median of 3 timed steps (and their spread; --tiny: 1); Vamba's fused and
-   PyTorch mixers are timed alternately on one model. Peak memory (torch.cuda.max_memory_allocated) beside each.
+   step at the same frame count, then the median of 3 timed steps and their spread (--tiny: one step); Vamba's
+   fused and PyTorch mixers are timed alternately on one model. Peak memory (torch.cuda.max_memory_allocated) beside
+   each.
 3. one 7B Mamba-2 layer at 64k tokens, forward (no grad) and forward + backward, both paths, beside what the op
    count predicts for the PyTorch path (`vamba.efficiency.ops`: calls x 10 us or bytes / 3 TB/s).
 4. one torch.profiler trace of a Vamba prefill (64 frames; PyTorch and fused mixers): the GPU-busy fraction (union
@@ -61,7 +62,7 @@ POINTS = {  # (section, frames) of the speed table, in the order they run
     "7b": [("prefill", f) for f in (16, 64, 256, 1024)] + [("train", f) for f in (16, 64, 128)],
     "tiny": [("prefill", f) for f in (2, 4)] + [("train", f) for f in (2, 4)],
 }
-REPS = {"7b": 3, "tiny": 1}  # timed steps per point, after one warm-up step at the same frame count
+REPS = {"7b": (1, 3), "tiny": (0, 1)}  # (warm-up steps at the same frame count, timed steps) per point
 MIXER_TOKENS = {"7b": 65536, "tiny": 64}
 PROFILE_FRAMES = {"7b": 64, "tiny": 4}
 VARIANTS = ("qwen2vl", "fused", "pytorch")  # the speed table's columns: Qwen2-VL, Vamba fused, Vamba PyTorch
@@ -370,12 +371,12 @@ def _measure(model, profile, system: str, frames: int, train: bool, device: str)
     return res["seconds"], (base + res["peak_bytes"]) / 1e9
 
 
-def _timed(runs: dict[str, Any], reps: int) -> dict[str, dict | str]:
-    """Time each of `runs` (name -> zero-argument step returning (seconds, peak GB)): one warm-up step each, then
-    `reps` rounds in which they alternate. Returns per name {"seconds" (median), "spread_s" (max - min),
+def _timed(runs: dict[str, Any], reps: tuple[int, int]) -> dict[str, dict | str]:
+    """Time each of `runs` (name -> zero-argument step returning (seconds, peak GB)): reps = (warm-up steps, timed
+    steps), each a round in which the runs alternate. Returns per name {"seconds" (median), "spread_s" (max - min),
     "peak_gb" (max), "runs"} or "OOM" / "error: ..."."""
     out: dict[str, Any] = {}
-    for rep in range(reps + 1):
+    for rep in range(sum(reps)):
         for name, step in runs.items():
             if isinstance(out.get(name), str):
                 continue
@@ -388,7 +389,7 @@ def _timed(runs: dict[str, Any], reps: int) -> dict[str, dict | str]:
             except Exception as exc:  # noqa: BLE001 - one failure must not end the check
                 out[name] = f"error: {type(exc).__name__}: {str(exc)[:160]}"
                 continue
-            if rep:  # rep 0 is the warm-up
+            if rep >= reps[0]:
                 out.setdefault(name, []).append((seconds, peak))
     return {k: v if isinstance(v, str) else {"seconds": statistics.median(s for s, _ in v), "spread_s": max(
         s for s, _ in v) - min(s for s, _ in v), "peak_gb": max((p for _, p in v if p is not None), default=None),
@@ -575,7 +576,8 @@ def where_time_goes(report: Report, profile, device: str, fused_ok: bool, trace:
         cells, kernels = {}, {}
         for v in ("fused", "pytorch") if fused_ok else ("pytorch",):
             _set_kernels(model, v == "fused")
-            _measure(model, profile, "vamba", frames, False, device)  # warm-up
+            for _ in range(REPS[profile.name][0]):  # warm-up
+                _measure(model, profile, "vamba", frames, False, device)
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
             with torch_profile(activities=activities) as prof:
                 seconds, peak = _measure(model, profile, "vamba", frames, False, device)
