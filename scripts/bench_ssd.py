@@ -1,6 +1,7 @@
 """Benchmark: our pure-PyTorch Mamba-2 path vs transformers' Mamba2Mixer torch path, CPU, by sequence length.
 
-Prints tokens/s and the peak resident-memory increase of one forward pass (inference mode) for each length.
+Prints tokens/s and the peak resident-memory increase of one forward pass (inference mode) for each length, and
+tokens per CPU-second (process CPU time, all threads): on a shared machine wall time depends on the other load.
 Each measurement runs in a fresh subprocess so peaks do not leak between runs; the peak is read from the
 kernel's VmHWM after resetting it (/proc/self/clear_refs), so it covers the forward pass only.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -86,16 +88,18 @@ def _worker(impl: str, what: str, seqlen: int, args: argparse.Namespace) -> dict
         base = _status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        times = []
+        times, cpu = [], []
         t_start = time.perf_counter()
         while len(times) < args.min_reps or (time.perf_counter() - t_start < args.min_seconds and len(times) < 50):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         peak = _status_kib("VmHWM")
     best = min(times)
     return {
         "impl": impl, "seqlen": seqlen, "tokens_per_s": args.batch * seqlen / best, "seconds": best,
+        "tokens_per_cpu_s": args.batch * seqlen / min(cpu), "load": os.getloadavg()[0],
         "reps": len(times), "peak_mib": (peak - base) / 1024, "threads": torch.get_num_threads(),
     }
 
@@ -144,17 +148,19 @@ def main() -> None:
         f"chunk={args.chunk_size} batch={args.batch}, CPU, {_threads(results)} threads, inference mode, "
         f"best of >= {args.min_reps} runs"
     )
-    header = f"| {'L':>6} |" + "".join(f" {impl + ' tok/s':>18} | {impl + ' peak MiB':>21} |" for impl in args.impls)
+    header = f"| {'L':>6} |" + "".join(
+        f" {impl + ' tok/s':>18} | {impl + ' tok/CPU-s':>20} | {impl + ' peak MiB':>21} |" for impl in args.impls)
     print(header)
-    print("|" + "---|" * (1 + 2 * len(args.impls)))
+    print("|" + "---|" * (1 + 3 * len(args.impls)))
     for seqlen in args.lengths:
         row = f"| {seqlen:>6} |"
         for impl in args.impls:
             res = results[impl, seqlen]
             if isinstance(res, str):
-                row += f" {'-':>18} | {res[:21]:>21} |"
+                row += f" {'-':>18} | {'-':>20} | {res[:21]:>21} |"
             else:
-                row += f" {res['tokens_per_s']:>18,.0f} | {res['peak_mib']:>21,.1f} |"
+                row += (f" {res['tokens_per_s']:>18,.0f} | {res['tokens_per_cpu_s']:>20,.0f} |"
+                        f" {res['peak_mib']:>21,.1f} |")
         print(row)
     for impl in args.impls:
         ref = results.get((impl, 4096))
@@ -172,8 +178,8 @@ def _threads(results: dict) -> str:
 
 def _fmt(res: dict) -> str:
     return (
-        f"{res['tokens_per_s']:,.0f} tok/s, peak +{res['peak_mib']:,.1f} MiB "
-        f"({res['reps']} reps, {res['threads']} threads)"
+        f"{res['tokens_per_s']:,.0f} tok/s, {res['tokens_per_cpu_s']:,.0f} tok/CPU-s, peak +{res['peak_mib']:,.1f} MiB "
+        f"({res['reps']} reps, {res['threads']} threads, load {res['load']:.1f})"
     )
 
 

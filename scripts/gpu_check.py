@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""One-command GPU check (run it through scripts/gpu_check.sh): the fused kernels against our PyTorch path, and
-Vamba against Qwen2-VL in memory and time at the 7B shapes of DESIGN.md section 2 (random weights, bf16, nothing
-downloaded).
+"""One-command GPU check (run it through scripts/gpu_check.sh): the fused kernels against our PyTorch path, then
+the speed of Vamba (fused mixers and PyTorch mixers) beside Qwen2-VL at the 7B shapes of DESIGN.md section 2
+(random weights, bf16, nothing downloaded), in one call under 8 minutes on one 80 GB GPU.
 
-Prints one table, a row as each measurement finishes, and rewrites the JSON file (--out) after every row, so a
-run that is cut short keeps what it measured.
+Prints two tables (parity; speed), a row as each point finishes, and rewrites the JSON file (--out) after every
+measurement, so a run that is cut short keeps what it measured.
 
 1. parity: `Mamba2Mixer` at the 7B mixer shapes, fused path (mamba_ssm's Triton kernels) vs our PyTorch path, on
    whole + packed sequences and on uneven streamed pieces with seq_idx continuing across them (forward and every
@@ -12,14 +12,16 @@ run that is cut short keeps what it measured.
    not), tolerance 5e-3 of the largest reference value. bf16: both paths against the float32 PyTorch result; the
    fused path passes within twice the PyTorch path's own bf16 error + 1e-2. Then flash-attention vs SDPA for
    packed text self-attention, when flash-attn is installed.
-2. prefill: peak memory (torch.cuda.max_memory_allocated: weights, inputs and activations, as the paper's figure 4)
-   and time, Vamba vs Qwen2-VL (logits_to_keep=1, and stock: logits for every position) at 16/64/256/1024 frames
-   of 640x360; Qwen2-VL until it runs out of memory (caught); Vamba streaming (32-frame chunks) at 3,600 frames.
-3. train: one training step (forward + backward, gradient checkpointing) at 16/64/128 frames, both models.
-
-Beside each figure: the paper's value (DESIGN.md section 5, read off its plots) and the prediction of our memory
-account (`vamba.efficiency.memory`; it covers prefill, not training). Mixers use the fused path when its parity
-rows ran without error, else the PyTorch path (said in the rows).
+2. speed, side by side with Vamba / Qwen2-VL ratios: prefill at 16/64/256/1024 frames of 640x360 and one training
+   step (forward + backward, gradient checkpointing, no optimizer) at 16/64/128 frames. Every point: one warm-up
+   step at the same frame count, then the median of 3 timed steps and their spread (--tiny: one step); Vamba's
+   fused and PyTorch mixers are timed alternately on one model. Peak memory (torch.cuda.max_memory_allocated) beside
+   each.
+3. one 7B Mamba-2 layer at 64k tokens, forward (no grad) and forward + backward, both paths, beside what the op
+   count predicts for the PyTorch path (`vamba.efficiency.ops`: calls x 10 us or bytes / 3 TB/s).
+4. one torch.profiler trace of a Vamba prefill (64 frames; PyTorch and fused mixers): the GPU-busy fraction (union
+   of kernel intervals / wall time); the PyTorch path's trace is written beside the JSON. And which SDPA kernel
+   the cross-attention ran on (the ATen op its call dispatched to: flash, efficient, cudnn or math).
 
 By default every autotuned Triton kernel is pinned to its cheapest config (the one mamba_ssm's deterministic mode
 picks) so that compiling all configs on a fresh machine stays out of the time budget; --autotune lets Triton tune.
@@ -29,18 +31,21 @@ picks) so that compiling all configs on a fresh machine stays out of the time bu
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import gc
 import importlib.metadata
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -52,20 +57,17 @@ PARITY = {  # mixer shapes and input lengths of the parity rows
     "tiny": {"length": 24, "packed": [10, 14], "cuts": [2, 9], "decode": 2, "flash": [5, 9, 6],
              "mixer": {"d_model": 16, "d_state": 16, "headdim": 16, "chunk_size": 32}},
 }
-JOBS = {  # (system, frames, train) in the order they run: the comparisons first, the likely out-of-memory last
-    "7b": [("vamba", f, False) for f in (16, 64, 256, 1024)] + [("vamba_stream", 3600, False)]
-    + [("vamba", f, True) for f in (16, 64, 128)]
-    + [("qwen2vl", f, False) for f in (16, 64, 256)] + [("qwen2vl_stock", f, False) for f in (16, 64, 256)]
-    + [("qwen2vl", f, True) for f in (16, 64, 128)] + [("qwen2vl", 1024, False), ("qwen2vl_stock", 1024, False)],
-    "tiny": [("vamba", f, False) for f in (2, 4)] + [("vamba_stream", 12, False)] + [("vamba", f, True) for f in (2, 4)]
-    + [(s, f, False) for s in ("qwen2vl", "qwen2vl_stock") for f in (2, 4)] + [("qwen2vl", f, True) for f in (2, 4)],
+POINTS = {  # (section, frames) of the speed table, in the order they run
+    "7b": [("prefill", f) for f in (16, 64, 256, 1024)] + [("train", f) for f in (16, 64, 128)],
+    "tiny": [("prefill", f) for f in (2, 4)] + [("train", f) for f in (2, 4)],
 }
-STREAM_CHUNK = {"7b": 32, "tiny": 4}
-# The paper's training figure (A800 80GB, 7B, 640x360; DESIGN.md section 5): frames -> (Qwen2-VL, Vamba).
-PAPER_TRAIN_MEMORY_GB = {16: (50.3, 44.4), 64: (67.0, 46.5), 128: (75.2, 52.8), 256: (None, 65.8), 512: (None, 76.5)}
-PAPER_TRAIN_STEP_S = {16: (2.0, 2.01), 64: (5.58, 3.10), 128: (11.83, 5.02), 256: (None, 9.43), 512: (None, 16.1)}
-LABEL = {"vamba": "Vamba", "vamba_stream": "Vamba streaming", "qwen2vl": "Qwen2-VL logits_to_keep=1",
-         "qwen2vl_stock": "Qwen2-VL stock (all logits)"}
+REPS = {"7b": (1, 3), "tiny": (0, 1)}  # (warm-up steps at the same frame count, timed steps) per point
+MIXER_TOKENS = {"7b": 65536, "tiny": 64}
+PROFILE_FRAMES = {"7b": 64, "tiny": 4}
+VARIANTS = ("qwen2vl", "fused", "pytorch")  # the speed table's columns: Qwen2-VL, Vamba fused, Vamba PyTorch
+# The paper's training step (A800 80GB, 7B, 640x360; DESIGN.md section 5; per GPU of 8 under ZeRO-3): frames ->
+# (Qwen2-VL, Vamba) seconds.
+PAPER_TRAIN_STEP_S = {16: (2.0, 2.01), 64: (5.58, 3.10), 128: (11.83, 5.02)}
 
 
 def _log(msg: str) -> None:
@@ -73,26 +75,49 @@ def _log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Report: the table, row by row, and the JSON file
+# Report: the tables, row by row, and the JSON file
 # ----------------------------------------------------------------------------------------------------------------
 
 
 class Report:
-    """Rows of the one table; each `add` prints its row and rewrites the JSON file atomically."""
+    """Rows of the parity table (`add`) and of the speed table (`add_speed`); each prints its row and rewrites the
+    JSON file atomically."""
 
     COLUMNS = ("section", "what", "measured", "paper (DESIGN.md 5)", "account", "status")
+    SPEED = ("section", "what", "Qwen2-VL", "Vamba fused", "Vamba PyTorch", "fused / Qwen2-VL", "PyTorch / Qwen2-VL",
+             "status")
 
     def __init__(self, out: Path, env: dict[str, Any]) -> None:
-        self.out, self.env, self.rows, self.start = out, env, [], time.monotonic()
-        print("| " + " | ".join(self.COLUMNS) + " |\n|" + "---|" * len(self.COLUMNS), flush=True)
+        self.out, self.env, self.rows, self.start, self.header = out, env, [], time.monotonic(), None
+
+    def _print(self, columns: tuple[str, ...], cells: list[Any]) -> None:
+        if self.header != columns:
+            self.header = columns
+            print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns), flush=True)
+        print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
     def add(self, section: str, what: str, measured: str = "-", paper: str = "-", account: str = "-",
             status: str = "ok", **data: Any) -> dict[str, Any]:
         row = {"section": section, "what": what, "measured": measured, "paper": paper, "account": account,
                "status": status, **data}
         self.rows.append(row)
-        print("| " + " | ".join(str(row[k]) for k in ("section", "what", "measured", "paper", "account",
-                                                      "status")) + " |", flush=True)
+        self._print(self.COLUMNS, [row[k] for k in ("section", "what", "measured", "paper", "account", "status")])
+        self.write(complete=False)
+        return row
+
+    def add_speed(self, section: str, what: str, cells: dict[str, dict | str], status: str = "",
+                  **data: Any) -> dict[str, Any]:
+        """cells: per variant ("qwen2vl", "fused", "pytorch") a measurement {"seconds", "spread_s", "peak_gb",
+        "runs"} or a status string; the ratios are of the medians."""
+        row = {"section": section, "what": what, "status": status or "ok", **data,
+               **{v: cells.get(v, "-") for v in VARIANTS}}
+        for v in ("fused", "pytorch"):
+            a, q = row[v], row["qwen2vl"]
+            row[f"{v}_ratio"] = a["seconds"] / q["seconds"] if isinstance(a, dict) and isinstance(q, dict) else None
+        self.rows.append(row)
+        self._print(self.SPEED, [section, what, *(_cell(row[v]) for v in VARIANTS),
+                                 *("-" if row[f"{v}_ratio"] is None else f"{row[f'{v}_ratio']:.2f}"
+                                   for v in ("fused", "pytorch")), row["status"]])
         self.write(complete=False)
         return row
 
@@ -103,6 +128,12 @@ class Report:
                "rows": self.rows}
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         os.replace(tmp, self.out)
+
+
+def _cell(m: dict | str) -> str:
+    if not isinstance(m, dict):
+        return m
+    return f"{m['seconds']:.3g} s ±{m['spread_s'] / 2:.2g}" + (f", {_gb(m['peak_gb'])}" if m.get("peak_gb") else "")
 
 
 def _gb(x: float | None) -> str:
@@ -275,7 +306,7 @@ def flash_vs_sdpa(report: Report, profile, device: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2-3. Prefill and training step
+# 2. Speed: prefill and training step, Qwen2-VL beside Vamba with fused and with PyTorch mixers
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -285,8 +316,18 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _set_kernels(model: torch.nn.Module, fused: bool) -> None:
+    """Our mixers' fused path on or off (transformers' models have a `use_kernels` of their own: left alone)."""
+    from vamba.modeling.mamba2 import Mamba1Mixer, Mamba2Mixer
+
+    for module in model.modules():
+        if isinstance(module, (Mamba1Mixer, Mamba2Mixer)):
+            module.use_kernels = fused
+
+
 def _build(profile, kind: str, device: str, fused: bool = True, config=None) -> torch.nn.Module:
-    """A randomly initialised model built directly on the device in the profile's dtype (no CPU copy)."""
+    """A randomly initialised model built directly on the device in the profile's dtype (no CPU copy), with
+    gradient checkpointing on (used by the training steps)."""
     from transformers import Qwen2VLForConditionalGeneration
 
     from vamba import VambaForConditionalGeneration
@@ -303,11 +344,7 @@ def _build(profile, kind: str, device: str, fused: bool = True, config=None) -> 
     finally:
         torch.set_default_dtype(previous)
     model.to(device=device, dtype=profile.dtype).eval()
-    from vamba.modeling.mamba2 import Mamba1Mixer, Mamba2Mixer
-
-    for module in model.modules():  # our mixers only: transformers' models have a `use_kernels` of their own
-        if isinstance(module, (Mamba1Mixer, Mamba2Mixer)):
-            module.use_kernels = fused
+    _set_kernels(model, fused)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
@@ -327,78 +364,239 @@ def _measure(model, profile, system: str, frames: int, train: bool, device: str)
     model.train(train)
     _free(device)
     base = torch.cuda.memory_allocated() if device == "cuda" else _bytes(model.parameters()) + _bytes(inputs.values())
-    res = measure_step(model, system, inputs, train, device, STREAM_CHUNK[profile.name])
+    res = measure_step(model, system, inputs, train, device)
     del inputs
     model.eval()
     return res["seconds"], (base + res["peak_bytes"]) / 1e9
 
 
-def _paper(profile_name: str, system: str, frames: int, train: bool) -> tuple[str, float | None, float | None]:
-    from vamba.efficiency.bench import PAPER_PREFILL_MEMORY_GB
+def _timed(runs: dict[str, Any], reps: tuple[int, int]) -> dict[str, dict | str]:
+    """Time each of `runs` (name -> zero-argument step returning (seconds, peak GB)): reps = (warm-up steps, timed
+    steps), each a round in which the runs alternate. Returns per name {"seconds" (median), "spread_s" (max - min),
+    "peak_gb" (max), "runs"} or "OOM" / "error: ..."."""
+    out: dict[str, Any] = {}
+    for rep in range(sum(reps)):
+        for name, step in runs.items():
+            if isinstance(out.get(name), str):
+                continue
+            try:
+                seconds, peak = step()
+            except torch.cuda.OutOfMemoryError:
+                out[name] = "OOM"
+                _free("cuda")
+                continue
+            except Exception as exc:  # noqa: BLE001 - one failure must not end the check
+                out[name] = f"error: {type(exc).__name__}: {str(exc)[:160]}"
+                continue
+            if rep >= reps[0]:
+                out.setdefault(name, []).append((seconds, peak))
+    return {k: v if isinstance(v, str) else {"seconds": statistics.median(s for s, _ in v), "spread_s": max(
+        s for s, _ in v) - min(s for s, _ in v), "peak_gb": max((p for _, p in v if p is not None), default=None),
+        "runs": [s for s, _ in v]} for k, v in out.items()}
 
-    if profile_name != "7b":
-        return "-", None, None
-    i = 0 if system.startswith("qwen2vl") else 1
-    if train:
-        gb, s = PAPER_TRAIN_MEMORY_GB.get(frames, (None, None))[i], PAPER_TRAIN_STEP_S.get(frames, (None, None))[i]
-        return ("-" if gb is None else f"{gb:.1f} GB, {s:.2f} s"), gb, s
-    if system == "vamba_stream":
-        return "-", None, None
-    gb = PAPER_PREFILL_MEMORY_GB.get(frames, (None, None))[i]
-    return _gb(gb), gb, None
 
+def run_speed(report: Report, profile, device: str, fused_ok: bool, deadline: float, measure=None,
+              points: list[tuple[str, int]] | None = None) -> None:
+    """The speed table: Qwen2-VL's points first (its model then freed), then Vamba's, fused and PyTorch mixers
+    alternating on one model; a row per point once both are done. A variant stops at its first out-of-memory
+    (larger points are reported, not run); a point not started by `deadline` is skipped. `measure` (default
+    `_measure`) takes (model, profile, system, frames, train, device) and returns (seconds, peak GB)."""
+    measure, points = measure or _measure, points or POINTS[profile.name]
+    cells: dict[tuple[str, int], dict[str, Any]] = {p: {} for p in points}
+    for kind, variants in (("qwen2vl", ("qwen2vl",)), ("vamba", ("fused", "pytorch") if fused_ok else ("pytorch",))):
+        model, stopped = None, {}
+        for section, frames in points:
+            train = section == "train"
+            for v in variants:
+                if (v, section) in stopped:
+                    cells[section, frames][v] = f"OOM at {stopped[v, section]} frames"
+            todo = [v for v in variants if (v, section) not in stopped]
+            if not todo:
+                continue
+            if time.monotonic() > deadline:
+                cells[section, frames].update({v: "skipped (time budget)" for v in todo})
+                continue
+            try:
+                model = model or _build(profile, kind, device, fused=fused_ok)
+            except torch.cuda.OutOfMemoryError:
+                cells[section, frames].update({v: "OOM (building the model)" for v in todo})
+                continue
 
-def _warm_up_frames(jobs: list[tuple[str, int, bool]], profile_name: str, system: str, train: bool) -> int:
-    """The smallest frame count of the kind's jobs (two chunks for the streaming prefill)."""
-    if system == "vamba_stream":
-        return 2 * STREAM_CHUNK[profile_name]
-    return min(f for s, f, t in jobs if (s, t) == (system, train))
+            def step(v: str, frames=frames, train=train, model=model, kind=kind):
+                if kind == "vamba":
+                    _set_kernels(model, v == "fused")
+                return measure(model, profile, kind, frames, train, device)
 
-
-def run_jobs(report: Report, profile, device: str, fused: bool, deadline: float, device_gb: float | None,
-             jobs: list[tuple[str, int, bool]] | None = None, measure=None) -> None:
-    """The prefill and training rows (`jobs`, default the profile's), one model at a time. A kind of job stops at
-    its first out-of-memory; any other error is reported and the next job runs. `measure` (default `_measure`)
-    takes (model, profile, system, frames, train, device) and returns (seconds, peak GB)."""
-    from vamba.efficiency.memory import memory_account
-
-    measure, jobs = measure or _measure, jobs or JOBS[profile.name]
-    model, built, warm, oom = None, None, set(), {}
-    for system, frames, train in jobs:
-        kind = "qwen2vl" if system.startswith("qwen2vl") else "vamba"
-        section = "train" if train else "prefill"
-        what = f"{LABEL[system]}, {frames} frames" + (" (PyTorch mixers)" if kind == "vamba" and not fused else "")
-        paper, paper_gb, paper_s = _paper(profile.name, system, frames, train)
-        account = None if train else memory_account(profile, system, frames, chunk_frames=STREAM_CHUNK[profile.name])
-        fields = {"system": system, "frames": frames, "paper_gb": paper_gb, "paper_s": paper_s,
-                  "account_gb": account and account.total_gb}
-        row = {"paper": paper, "account": _gb(account and account.total_gb), **fields}
-        if (system, train) in oom:
-            report.add(section, what, status=f"OOM (at {oom[(system, train)]} frames)", **row)
-            continue
-        if time.monotonic() > deadline:
-            report.add(section, what, status="skipped (time budget)", **row)
-            continue
-        if device_gb and account is not None and account.total_gb > 1.5 * device_gb:
-            report.add(section, what, status=f"skipped: account predicts {account.total_gb:.0f} GB", **row)
-            continue
-        try:
-            if built != kind:
-                model = built = None
-                model, built = _build(profile, kind, device, fused=fused), kind
-            if (system, train) not in warm:  # first run of a kind (kernels, autotuning, allocator), not measured
-                measure(model, profile, system, _warm_up_frames(jobs, profile.name, system, train), train, device)
-                warm.add((system, train))
-            seconds, peak = measure(model, profile, system, frames, train, device)
-            report.add(section, what, measured=f"{_gb(peak)}, {seconds:.2f} s", status="ok", measured_gb=peak,
-                       seconds=seconds, **row)
-        except torch.cuda.OutOfMemoryError:
-            oom[(system, train)] = frames
-            report.add(section, what, status="OOM", **row)
-        except Exception as exc:  # noqa: BLE001 - one failure must not end the check
-            report.add(section, what, status=f"error: {type(exc).__name__}: {str(exc)[:200]}", **row)
+            got = _timed({v: (lambda v=v: step(v)) for v in todo}, REPS[profile.name])
+            cells[section, frames].update(got)
+            for v, m in got.items():
+                if m == "OOM":
+                    stopped[v, section] = frames
+                _log(f"gpu_check: {section} {frames} frames {v}: {_cell(m)}")
+            report.write(complete=False)
+        del model
         _free(device)
-    del model
+    for (section, frames), c in cells.items():
+        paper = PAPER_TRAIN_STEP_S.get(frames) if section == "train" and profile.name == "7b" else None
+        what = f"{'prefill' if section == 'prefill' else 'training step'}, {frames} frames"
+        report.add_speed(section, what, c, status=f"paper (8 GPUs): {paper[1] / paper[0]:.2f}" if paper else "",
+                         frames=frames, paper_s=paper)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. One Mamba-2 layer at 64k tokens, both paths, beside the op-count prediction
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def mixer_layer(report: Report, profile, device: str, fused_ok: bool, deadline: float) -> None:
+    """`Mamba2Mixer` at the profile's shapes over MIXER_TOKENS tokens: forward without autograd (prefill) and
+    forward + backward, fused and PyTorch paths alternating (warm-up, median of 3)."""
+    from vamba.efficiency.ops import mixer_counts
+    from vamba.modeling.mamba2 import Mamba2Mixer
+
+    tokens = MIXER_TOKENS[profile.name]
+    if time.monotonic() > deadline:
+        report.add_speed("mixer layer", f"Mamba-2 layer, {tokens:,} tokens", {}, status="skipped (time budget)")
+        return
+    from vamba.modeling.flavors import get_flavor
+
+    d = profile.vamba.text_config.hidden_size
+    torch.manual_seed(0)
+    mixer = Mamba2Mixer(d, **get_flavor(profile.name).mixer, device=device, dtype=profile.dtype)
+    x = torch.randn(1, tokens, d, device=device, dtype=profile.dtype)
+    predicted = mixer_counts(tokens, profile.name)
+
+    def run(fused: bool, grad: bool):
+        mixer.use_kernels = fused
+        xi = x.detach().requires_grad_(grad)
+        _sync(device)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            out = mixer(xi)
+            if grad:
+                out.backward(torch.ones_like(out))
+        _sync(device)
+        mixer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start, None
+
+    variants = {"fused": True, "pytorch": False} if fused_ok else {"pytorch": False}
+    for grad, name in ((False, "forward (no grad)"), (True, "forward + backward")):
+        got = _timed({v: (lambda f=f, g=grad: run(f, g)) for v, f in variants.items()}, REPS[profile.name])
+        c = predicted["forward"] if not grad else predicted["forward (grad)"] + predicted["backward"]
+        note = f"op count: {c.calls:,} calls, {c.bytes / 1e9:.1f} GB written: PyTorch path >= {c.seconds * 1e3:.1f} ms"
+        if isinstance(got.get("fused"), dict) and isinstance(got.get("pytorch"), dict):
+            note += f"; PyTorch / fused {got['pytorch']['seconds'] / got['fused']['seconds']:.2f}"
+        report.add_speed("mixer layer", f"Mamba-2 layer, {tokens:,} tokens, {name}", got, status=note,
+                         predicted_s=c.seconds, predicted_calls=c.calls, predicted_bytes=c.bytes)
+    mixer = x = None  # freed before the next section (the closures above hold the names)
+    _free(device)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Where a Vamba prefill's time goes: GPU-busy fraction, and the cross-attention's SDPA kernel
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _SdpaSpy(TorchDispatchMode):
+    """Records the ATen ops an SDPA call dispatched to while active: the fused kernels' own ops
+    (`_scaled_dot_product_{flash,efficient,cudnn}_attention*`), or the math kernel's `_softmax`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name.startswith("_scaled_dot_product") or name in ("_softmax", "_flash_attention_forward",
+                                                                 "_efficient_attention_forward"):
+            self.seen[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def sdpa_kernels(model: torch.nn.Module, step) -> dict[str, int]:
+    """The ops the cross-attention's SDPA calls dispatched to during `step()`; keys are ATen op names."""
+    from vamba.modeling.cross_attention import VambaCrossAttention
+
+    spy = _SdpaSpy()
+
+    def enter(*_) -> None:  # hooks return None: a pre-hook's return value would replace the inputs
+        spy.__enter__()
+
+    def leave(*_) -> None:
+        spy.__exit__(None, None, None)
+
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, VambaCrossAttention):
+            hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        step()
+    finally:
+        for h in hooks:
+            h.remove()
+    return dict(spy.seen)
+
+
+def _backend(seen: dict[str, int]) -> str:
+    for key, name in (("flash", "flash"), ("efficient", "efficient"), ("cudnn", "cudnn"), ("math", "math")):
+        if any(key in op for op in seen):
+            return name
+    return "math" if "_softmax" in seen else "none seen"
+
+
+def busy_fraction(prof, wall_s: float) -> float | None:
+    """Union of the GPU kernels' intervals over the wall time of the profiled step; None without GPU events."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not spans:
+        return None
+    busy, (lo, hi) = 0.0, spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            busy, lo = busy + hi - lo, a
+        hi = max(hi, b)
+    return (busy + hi - lo) / 1e6 / wall_s
+
+
+def where_time_goes(report: Report, profile, device: str, fused_ok: bool, trace: Path | None) -> None:
+    """One profiled Vamba prefill per mixer path (after a warm-up): the GPU-busy fraction; and the SDPA kernel
+    of the cross-attention in a prefill and a training step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    frames = PROFILE_FRAMES[profile.name]
+    try:
+        model = _build(profile, "vamba", device, fused=fused_ok)
+        cells, kernels = {}, {}
+        for v in ("fused", "pytorch") if fused_ok else ("pytorch",):
+            _set_kernels(model, v == "fused")
+            for _ in range(REPS[profile.name][0]):  # warm-up
+                _measure(model, profile, "vamba", frames, False, device)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+            with torch_profile(activities=activities) as prof:
+                seconds, peak = _measure(model, profile, "vamba", frames, False, device)
+            busy = busy_fraction(prof, seconds)
+            cells[v] = f"busy {busy:.0%} of {seconds:.3g} s" if busy is not None else f"no GPU ({seconds:.3g} s)"
+            if trace is not None and v == "pytorch":
+                prof.export_chrome_trace(str(trace))
+            cells[v + "_busy"] = busy
+            for train in (False, True):
+                kernels[v, train] = _backend(sdpa_kernels(model, lambda t=train: _measure(
+                    model, profile, "vamba", frames, t, device)))
+        report.add_speed("profile", f"Vamba prefill, {frames} frames: GPU-busy fraction (torch.profiler)",
+                         {v: cells[v] for v in cells if not v.endswith("_busy")},
+                         busy={v: cells[v + "_busy"] for v in ("fused", "pytorch") if v + "_busy" in cells},
+                         trace=str(trace) if trace else None)
+        report.add_speed("sdpa", "cross-attention SDPA kernel (prefill / training step)",
+                         {v: " / ".join(kernels[v, t] for t in (False, True)) for v, _ in kernels})
+        model = None
+    except Exception as exc:  # noqa: BLE001
+        report.add_speed("profile", "Vamba prefill profile", {}, status=f"error: {type(exc).__name__}: {exc}"[:200])
     _free(device)
 
 
@@ -431,11 +629,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run at the tests' tiny size")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="JSON file (default ./gpu_check.json)")
-    parser.add_argument("--budget", type=float, default=360.0,
-                        help="seconds after start when measurements not yet started are skipped (default 360: with "
-                             "the last measurement and start-up, the run stays under 7 minutes)")
+    parser.add_argument("--budget", type=float, default=390.0,
+                        help="seconds after start when points not yet started are skipped (default 390: with the "
+                             "last point and start-up, the run stays under 8 minutes)")
     parser.add_argument("--autotune", action="store_true", help="let Triton autotune (adds minutes on a new machine)")
-    parser.add_argument("--skip-parity", action="store_true", help="measure memory and time only")
+    parser.add_argument("--skip-parity", action="store_true", help="measure speed only (fused path used untested)")
     return parser
 
 
@@ -453,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
              "scripts/gpu_check.sh --wheels .whl")
         return 2
     from vamba.efficiency.memory import get_profile
-    from vamba.modeling.mamba_fused import load_kernels
+    from vamba.modeling.mamba_fused import fused_kernels, load_kernels
 
     profile = get_profile("tiny" if args.tiny else "7b")
     env = _environment(device, args.autotune)
@@ -463,14 +661,17 @@ def main(argv: list[str] | None = None) -> int:
     _log("gpu_check: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     report = Report(args.out, env)
     dtypes = [torch.float32] if args.tiny else [torch.float32, torch.bfloat16]
-    fused = False
+    fused_ok = fused_kernels(True, torch.empty(0, device=device)) is not None
     if not args.skip_parity:
-        fused = kernel_parity(report, profile.name, device, dtypes) and device == "cuda"
+        fused_ok = kernel_parity(report, profile.name, device, dtypes) and fused_ok
         flash_vs_sdpa(report, profile, device)
-    env["mixers"] = "fused" if fused else "PyTorch"
-    run_jobs(report, profile, device, fused, start + args.budget, env.get("gpu_gb"))
+    env["mixers"] = "fused and PyTorch" if fused_ok else "PyTorch only (fused kernels unavailable or failed parity)"
+    deadline = start + args.budget
+    mixer_layer(report, profile, device, fused_ok, deadline)
+    run_speed(report, profile, device, fused_ok, deadline)
+    where_time_goes(report, profile, device, fused_ok, args.out.with_suffix(".trace.json"))
     report.write(complete=True)
-    bad = [r for r in report.rows if r["status"].startswith(("FAIL", "error"))]
+    bad = [r for r in report.rows if str(r["status"]).startswith(("FAIL", "error"))]
     _log(f"gpu_check: {len(report.rows)} rows, {len(bad)} failed or errored, {time.monotonic() - start:.0f} s; "
          f"JSON: {args.out}")
     return 1 if bad else 0

@@ -95,7 +95,7 @@ def run_steps(qs, out: Path) -> tuple[list[dict], dict[str, float]]:
             results.append({"model": name, "frames": frames, "accuracy": summary["headline"],
                             "questions": summary["overall"]["total"]})
     eff = qs.efficiency
-    for model, frames, flags in (("small", eff.measured_frames, ["--batch"]), ("7b", eff.accounted_frames,
+    for model, frames, flags in (("small", eff.measured_frames, list(eff.measured_flags)), ("7b", eff.accounted_frames,
                                                                                 ["--flops-only"])):
         done = out / "bench" / model / "results.csv"
         have = {int(r["frames"]) for r in csv.DictReader(done.open())} if done.is_file() else set()

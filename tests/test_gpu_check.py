@@ -38,8 +38,10 @@ def _load_gpu_check():
 
 
 def test_tiny_run_end_to_end(tmp_path: Path) -> None:
-    """The whole check on CPU: every prefill and training row measured, beside its memory account; parity rows
-    skipped only for the reasons that hold here; the table printed and the JSON complete."""
+    """The whole check on CPU: every speed point measured for Qwen2-VL and Vamba's PyTorch mixers beside the
+    ratio (no fused kernels here), the mixer layer beside its op-count prediction, the profiled prefill and the
+    cross-attention's SDPA kernel; parity rows skipped only for the reasons that hold here; the tables printed
+    and the JSON complete."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_RECORDER)
@@ -56,22 +58,30 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert doc["env"]["transformers"].startswith(tuple(f"{t}." for t in TESTED))
     rows = doc["rows"]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| section | what | measured") and len(lines) == len(rows) + 1
+    headers = [line for line in lines if line.startswith("| section | what |")]
+    assert headers == ["| section | what | measured | paper (DESIGN.md 5) | account | status |",
+                       "| section | what | Qwen2-VL | Vamba fused | Vamba PyTorch | fused / Qwen2-VL "
+                       "| PyTorch / Qwen2-VL | status |"]
+    assert len(lines) == len(rows) + len(headers)
     gpu_check = _load_gpu_check()
-    jobs = gpu_check.JOBS["tiny"]
-    measured = [r for r in rows if r["section"] in ("prefill", "train")]
-    assert [(r["system"], r["frames"], r["section"] == "train") for r in measured] == jobs
-    for r in measured:
-        assert r["status"] == "ok" and r["seconds"] > 0 and r["measured_gb"] > 0, r
-        if r["section"] == "prefill":  # the account's prediction beside the measurement
-            assert r["account_gb"] > 0 and r["account"] != "-"
+    speed = [r for r in rows if r["section"] in ("prefill", "train")]
+    assert [(r["section"], r["frames"]) for r in speed] == gpu_check.POINTS["tiny"]
+    for r in speed:
+        assert r["qwen2vl"]["seconds"] > 0 and r["pytorch"]["seconds"] > 0 and r["fused"] == "-", r
+        assert r["pytorch_ratio"] == pytest.approx(r["pytorch"]["seconds"] / r["qwen2vl"]["seconds"])
+    layer = [r for r in rows if r["section"] == "mixer layer"]
+    assert len(layer) == 2 and all(r["pytorch"]["seconds"] > 0 and r["predicted_calls"] > 0 for r in layer)
+    (busy,) = [r for r in rows if r["section"] == "profile"]
+    assert busy["pytorch"].startswith("no GPU") and busy["status"] == "ok"
+    (sdpa,) = [r for r in rows if r["section"] == "sdpa"]
+    assert sdpa["pytorch"] == "flash / flash"  # no mask: SDPA's fused kernel (CPU flash here), not math
     parity = [r for r in rows if r["section"] == "parity"]
     assert parity and all(r["status"].startswith("skipped") for r in parity)  # no CUDA here, no interpreter
 
 
 def test_keeps_going_after_out_of_memory_and_errors(tmp_path: Path) -> None:
-    """An out-of-memory ends that kind of job (larger frame counts are reported, not run), an error is reported,
-    the other kinds still run, each row is in the JSON as soon as it is done, and a passed deadline skips the rest."""
+    """An out-of-memory ends that variant's section (larger points are reported, not run), an error is reported,
+    the other variants still run, and a passed deadline skips the rest; each point is one row of the JSON."""
     gpu_check = _load_gpu_check()
     from vamba.efficiency.memory import get_profile
 
@@ -79,27 +89,28 @@ def test_keeps_going_after_out_of_memory_and_errors(tmp_path: Path) -> None:
     calls = []
 
     def measure(model, profile, system, frames, train, device):
-        calls.append((system, frames))
-        if system == "qwen2vl_stock" and frames >= 4:
+        calls.append((system, frames, train))
+        if system == "qwen2vl" and frames >= 4 and not train:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        if system == "qwen2vl" and train:
+        if system == "vamba" and train:
             raise RuntimeError("something else broke")
-        return gpu_check._measure(model, profile, system, frames, train, device)
+        return 0.5 * frames, 1.0
 
     out = tmp_path / "check.json"
     report = gpu_check.Report(out, {"device": "cpu"})
-    jobs = [("qwen2vl_stock", 2, False), ("qwen2vl_stock", 4, False), ("qwen2vl_stock", 8, False),
-            ("qwen2vl", 2, True), ("qwen2vl", 2, False)]
-    gpu_check.run_jobs(report, profile, "cpu", False, time.monotonic() + 600, None, jobs=jobs, measure=measure)
-    status = [r["status"] for r in report.rows]
-    assert status[:3] == ["ok", "OOM", "OOM (at 4 frames)"]
-    assert status[3].startswith("error: RuntimeError: something else broke") and status[4] == "ok"
-    assert ("qwen2vl_stock", 8) not in calls
-    assert [r["status"] for r in json.loads(out.read_text())["rows"]] == status
+    points = [("prefill", 2), ("prefill", 4), ("prefill", 8), ("train", 2)]
+    gpu_check.run_speed(report, profile, "cpu", False, time.monotonic() + 600, measure=measure, points=points)
+    by = {(r["section"], r["frames"]): r for r in json.loads(out.read_text())["rows"]}
+    assert by["prefill", 2]["qwen2vl"]["seconds"] == 1.0 and by["prefill", 2]["pytorch_ratio"] == 1.0
+    assert by["prefill", 4]["qwen2vl"] == "OOM" and by["prefill", 8]["qwen2vl"] == "OOM at 4 frames"
+    assert by["prefill", 8]["pytorch"]["seconds"] == 4.0 and by["prefill", 8]["pytorch_ratio"] is None
+    assert by["train", 2]["pytorch"].startswith("error: RuntimeError: something else broke")
+    assert by["train", 2]["qwen2vl"]["seconds"] == 1.0
+    assert ("qwen2vl", 8, False) not in calls
 
     late = gpu_check.Report(tmp_path / "late.json", {})
-    gpu_check.run_jobs(late, profile, "cpu", False, time.monotonic() - 1, None, jobs=jobs[:2], measure=measure)
-    assert [r["status"] for r in late.rows] == ["skipped (time budget)"] * 2
+    gpu_check.run_speed(late, profile, "cpu", False, time.monotonic() - 1, measure=measure, points=points[:2])
+    assert all(r["qwen2vl"] == r["pytorch"] == "skipped (time budget)" for r in late.rows)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -300,3 +300,26 @@ def test_build_mixer() -> None:
     assert isinstance(build_mixer("mamba1", D_MODEL, layer_idx=3), Mamba1Mixer)
     with pytest.raises(ValueError, match="mamba3"):
         build_mixer("mamba3", D_MODEL)
+
+
+def test_kernel_request_falls_back_with_one_log_line(caplog, monkeypatch) -> None:
+    """`use_kernels` on a CPU input, or on CUDA without mamba_ssm: the pure path, and one log line per process."""
+    import logging
+    from types import SimpleNamespace
+
+    from vamba.modeling import mamba_fused
+
+    mamba_fused._say_once.cache_clear()
+    caplog.set_level(logging.INFO, logger=mamba_fused.__name__)
+    mixer = Mamba2Mixer(D_MODEL, d_state=D_STATE, headdim=HEADDIM, chunk_size=CHUNK, use_kernels=True)
+    x = torch.randn(1, 11, D_MODEL)
+    with torch.no_grad():
+        outs = [mixer(x), mixer(x)]
+        mixer.use_kernels = False
+        assert torch.equal(mixer(x), outs[0]) and torch.equal(outs[1], outs[0])
+    assert [r.levelno for r in caplog.records if "not CUDA" in r.message] == [logging.INFO]
+    monkeypatch.setattr(mamba_fused, "load_kernels", lambda: None)
+    on_cuda = SimpleNamespace(is_cuda=True, device=torch.device("cuda"))
+    assert mamba_fused.fused_kernels(True, on_cuda) is None and mamba_fused.fused_kernels(True, on_cuda) is None
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "mamba_ssm" in warned[0]

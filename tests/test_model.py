@@ -587,3 +587,37 @@ def test_a_transformers_release_outside_the_range_fails_at_import(monkeypatch):
             importlib.reload(compat)
     monkeypatch.undo()
     assert importlib.reload(compat).RELEASE == tuple(int(p) for p in transformers.__version__.split(".")[:2])
+
+
+def test_cross_attention_blocks_equal_the_mask():
+    """`attention_blocks` (mask-free SDPA calls: one for the batch, or one per packed sample) gives the masked
+    attention's output and gradients; a layout blocks cannot describe (a sample's video in two runs) keeps the
+    mask."""
+    from vamba.modeling.cross_attention import VambaCrossAttention, attention_blocks
+
+    attn = VambaCrossAttention(tiny_vamba_config().text_config, 0).double()
+    g = _seed(41)
+    heads, dim = attn.config.num_key_value_heads, attn.head_dim
+    layouts = {  # (text sample per token, video sample per token; -1 = padding) per row
+        "whole video": ([[0] * 5, [0] * 5], [[0] * 7, [0] * 7]),
+        "packed + text-only + padded": ([[0, 0, 1, 1, 1, 2, 2]], [[0] * 3 + [1] * 4 + [-1] * 2]),
+        "padded rows": ([[0] * 4, [0] * 4], [[0] * 6, [0] * 4 + [-1] * 2]),
+    }
+    for name, (text, video) in layouts.items():
+        text, video = torch.tensor(text), torch.tensor(video)
+        blocks = attention_blocks(text, video)
+        assert blocks is not None, name
+        visible = text[:, :, None] == video[:, None, :]
+        hidden = torch.randn(*text.shape, attn.config.hidden_size, generator=g, dtype=torch.float64)
+        kv = [torch.randn(video.shape[0], heads, video.shape[1], dim, generator=g, dtype=torch.float64)
+              for _ in range(2)]
+        results = []
+        for use in (None, blocks):
+            inputs = [t.clone().requires_grad_(True) for t in (hidden, *kv)]
+            out, has_video = attn(inputs[0], tuple(inputs[1:]), visible, blocks=use)
+            out.square().sum().backward()
+            results.append([out, has_video, *(t.grad for t in inputs)])
+        for masked, free in zip(*results):
+            torch.testing.assert_close(free, masked, msg=name)
+    assert attention_blocks(text, video)[0] == (0, 0, 4, 0, 6)
+    assert attention_blocks(torch.tensor([[0, 0, 1]]), torch.tensor([[0, 1, 0]])) is None  # sample 0 split

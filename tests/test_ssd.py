@@ -183,3 +183,22 @@ def test_rejects_bad_shapes() -> None:
         ssd_chunk_scan(**{**inp, "dt": inp["dt"][:, :5]}, chunk_size=4)
     with pytest.raises(ValueError, match="multiple of ngroups"):
         ssd_chunk_scan(**_make_inputs(1, 1, 10, nheads=3, ngroups=2), chunk_size=4)
+
+
+def test_gradients_match_finite_differences() -> None:
+    """The backward (a hand-written one for the intra-chunk block) against torch.autograd.gradcheck's finite
+    differences in float64: packed sequences, an initial state, D, a gate and several groups of chunks."""
+    inp = _make_inputs(31, 1, 11, nheads=2, headdim=2, ngroups=1, dstate=3, softplus=True)
+    g = torch.Generator().manual_seed(32)
+    extra = {"D": torch.randn(2, generator=g, dtype=torch.float64), "z": torch.randn(1, 11, 2, 2, generator=g,
+             dtype=torch.float64), "dt_bias": torch.randn(2, generator=g, dtype=torch.float64),
+             "initial_states": torch.randn(1, 2, 2, 3, generator=g, dtype=torch.float64)}
+    names = [*inp, *extra]
+    tensors = [t.clone().requires_grad_(True) for t in (*inp.values(), *extra.values())]
+
+    def scan(*args):
+        kw = dict(zip(names, args))
+        return ssd_chunk_scan(**kw, chunk_size=4, dt_softplus=True, seq_idx=_seq_idx(1, [6, 5]),
+                              return_final_states=True, max_block_elements=2 * 16)  # 2 chunks per group
+
+    assert torch.autograd.gradcheck(scan, tensors, eps=1e-6, atol=1e-7, fast_mode=True)

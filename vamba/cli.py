@@ -7,7 +7,8 @@ Commands:
     eval             score a model on a benchmark (Hydra overrides; `vamba eval --help`)
     chat             ask a model about a video
     bench            prefill FLOPs / memory / time of Vamba vs Qwen2-VL (tables, CSV, plots);
-                     `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B
+                     `vamba bench --context-parallel`: training memory per rank and frames that fit at 7B;
+                     `vamba bench --ops`: ATen calls and bytes of one 7B mixer layer (GPU time bound)
     distill-teacher  store a Qwen2-VL teacher's top-k logits over a training mixture
 
 Run `vamba <command> --help` for a command's options. A mistake in the input (a bad option value or config key, an
@@ -156,10 +157,10 @@ def _chat(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    if argv and argv[0] == "--context-parallel":  # the 7B training account under context parallel
-        from .efficiency.context_parallel import main as cp_main
+    if argv and argv[0] in ("--context-parallel", "--ops"):  # 7B training account per rank; a mixer layer's ops
+        from .efficiency import context_parallel, ops
 
-        return cp_main(argv[1:])
+        return (ops if argv[0] == "--ops" else context_parallel).main(argv[1:])
     from .efficiency.bench import main as bench_main
 
     return bench_main(argv) or 0

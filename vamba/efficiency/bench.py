@@ -8,6 +8,7 @@ tables; points predicted to exceed --max-gb or --max-seconds are skipped. docs/e
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ def bench_rows(model: str, frames: list[int], height: int | None = None, width: 
                    "account_peak_phase": a.peak_phase, "account_total_gb_logits_upcast": round(memory_account(
                        profile, system, f, height, width, text_tokens=text_tokens, logits_upcast=True).total_gb, 6)
                    if system == "qwen2vl_stock" else ""}
-            rows.append(row | {k: "" for k in ("time_s", "peak_gb", "method", "train_time_s", "train_peak_gb")}
+            rows.append(row | {k: "" for k in ("time_s", "spread_s", "reps", "peak_gb", "method", "train_time_s",
+                                               "train_spread_s", "train_reps", "train_peak_gb")}
                         | {"status": "not measured", "train_status": "not measured"})
     return rows
 
@@ -72,44 +74,56 @@ def _limit(row: dict, last: dict | None, args, train: bool) -> str | None:
 
 
 def measure_rows(rows: list[dict], args, device: str, train: bool) -> None:
-    """Measure the measured systems' rows in frame order (one subprocess each, or all in one with --batch); once a
-    point is skipped or fails, the larger ones of its system are skipped too."""
+    """`--reps` rounds, each point once per round in its own fresh subprocess (built, warmed up at the same frame
+    count, timed), systems interleaved so that load changes reach them alike: median time, spread (max - min),
+    median peak. A point skipped or failed skips the system's larger ones. --batch: a round in one subprocess."""
     p = "train_" if train else ""
     systems = ("qwen2vl", "vamba") if train else ("qwen2vl",) + ("qwen2vl_stock",) * args.stock + (
         "vamba", "vamba_stream")
-    batch, blocked, last = [], set(), {}
-    for row in sorted((r for r in rows if r["system"] in systems), key=lambda r: (r["system"], r["frames"])):
-        system = row["system"]
-        reason = "a smaller point was" if system in blocked else _limit(row, last.get(system), args, train)
-        if reason:
-            row[f"{p}status"] = "skipped (limit)"
-            blocked.add(system)
-            print(f"{p}{system} @ {row['frames']} frames: skipped ({reason})", flush=True)
-            continue
-        spec = {k: row[k] for k in ("profile", "system", "frames", "height", "width")} | {
-            "chunk_frames": args.stream_chunk, "text_tokens": args.text_tokens, "device": device, "train": train,
-            "threads": args.threads}
-        if args.batch:
-            batch.append((row, spec))
-            continue
-        print(f"{p}{system} @ {row['frames']} frames ...", flush=True)
-        res = measure_batch([spec], 2 * args.max_seconds + 120)[0]
-        _record(row, res, p)
-        last[system] = row
-        if res["status"] != "ok":
-            blocked.add(system)
-    results = measure_batch([s for _, s in batch], (2 * args.max_seconds + 60) * len(batch) + 120) if batch else []
-    for (row, _), res in zip(batch, results):
-        _record(row, res, p)
+    todo = sorted((r for r in rows if r["system"] in systems), key=lambda r: (r["frames"], systems.index(r["system"])))
+    blocked, last, got = {}, {}, {id(r): [] for r in todo}  # blocked: system -> its smallest point not measured
+    for rep in range(args.reps):
+        batch = []
+        for row in todo:
+            system, frames = row["system"], row["frames"]
+            if frames >= blocked.get(system, frames + 1):
+                if not rep and not row[f"{p}status"].startswith("failed"):
+                    row[f"{p}status"] = "skipped (a smaller point failed or was skipped)"
+                continue
+            reason = None if rep else _limit(row, last.get(system), args, train)
+            if reason:
+                row[f"{p}status"] = "skipped (limit)"
+                blocked[system] = frames
+                print(f"{p}{system} @ {frames} frames: skipped ({reason})", flush=True)
+                continue
+            spec = {k: row[k] for k in ("profile", "system", "frames", "height", "width")} | {
+                "chunk_frames": args.stream_chunk, "text_tokens": args.text_tokens, "device": device, "train": train,
+                "threads": args.threads}
+            if args.batch:
+                batch.append((row, spec))
+                continue
+            print(f"{p}{system} @ {frames} frames, round {rep + 1}/{args.reps} ...", flush=True)
+            if not _record(row, measure_batch([spec], 3 * args.max_seconds + 120)[0], p, got[id(row)]):
+                blocked[system] = frames
+            last[system] = row
+        results = measure_batch([s for _, s in batch], (3 * args.max_seconds + 60) * len(batch) + 120) if batch else []
+        for (row, _), res in zip(batch, results):
+            _record(row, res, p, got[id(row)])
 
 
-def _record(row: dict, res: dict, p: str) -> None:
-    row[f"{p}status"] = res["status"]
-    if res["status"] == "ok":
-        row |= {f"{p}time_s": round(res["seconds"], 3), f"{p}peak_gb": round(res["peak_gb"], 6),
-                "method": row["method"] or res["method"]}
-    print(f"   {res['status']}" + (f": {res['seconds']:.2f} s, peak +{res['peak_gb']:.4g} GB" if res["status"] == "ok"
-                                   else f": {res.get('error', '')[-300:]}"), flush=True)
+def _record(row: dict, res: dict, p: str, got: list[dict]) -> bool:
+    """Add one round's result `res` to `row` (median and spread over the rounds so far); False if it failed."""
+    if res["status"] != "ok":
+        row[f"{p}status"] = res["status"]
+        print(f"   {res['status']}: {res.get('error', '')[-300:]}", flush=True)
+        return False
+    got.append(res)
+    seconds = [g["seconds"] for g in got]
+    row |= {f"{p}status": "ok", f"{p}time_s": round(statistics.median(seconds), 3), f"{p}spread_s": round(
+        max(seconds) - min(seconds), 3), f"{p}reps": len(got), f"{p}peak_gb": round(statistics.median(
+            g["peak_gb"] for g in got), 6), "method": row["method"] or res["method"]}
+    print(f"   ok: {res['seconds']:.2f} s, peak +{res['peak_gb']:.4g} GB", flush=True)
+    return True
 
 
 def _markdown(headers: list[str], body: list[list]) -> str:
@@ -137,18 +151,19 @@ def tables(rows: list[dict], paper: bool) -> str:
                      + [" / ".join("OOM" if x is None else str(x) for x in PAPER_PREFILL_TFLOPS.get(f, "-"))] * paper)
     memory = [[LABELS[r["system"]], r["frames"]] + [f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] or "-" for k in (
         "account_total_gb", "account_total_gb_logits_upcast", "account_kv_cache_gb", "account_activations_gb",
-        "account_peak_phase", "account_peak_gb", "peak_gb", "time_s", "status", "train_time_s", "train_peak_gb")]
-        for r in rows]
+        "account_peak_phase", "account_peak_gb", "peak_gb", "time_s", "spread_s", "reps", "status", "train_time_s",
+        "train_spread_s", "train_peak_gb")] for r in rows]
     return "\n\n".join([
         "Prefill TFLOPs; 'causal' counts causal attention as computed; the paper's convention leaves out attention "
         "and the fused Mamba scan; ratios are Vamba / Qwen2-VL:",
         _markdown(["frames", "visual tokens", "Qwen2-VL", "Vamba", "ratio", "ratio causal", "LM ratio",
                    "LM ratio causal", "paper conv. Qwen2-VL stock", "paper conv. Vamba", "ratio"]
                   + ["paper's figure Qwen / Vamba"] * paper, flops),
-        "Memory (GB = 1e9 bytes; account total = weights + inputs + peak; measured = peak increase) and time:",
+        "Memory (GB = 1e9 bytes; account total = weights + inputs + peak; measured = peak increase) and time "
+        "(median over rounds, spread = max - min; each a fresh process warmed up at the same frame count):",
         _markdown(["system", "frames", "account total", "... w/ fp32 logits", "KV cache", "activations at peak",
-                   "peak moment", "account peak", "measured peak", "prefill s", "status", "train step s",
-                   "train peak"], memory)])
+                   "peak moment", "account peak", "measured peak", "prefill s", "spread s", "rounds", "status",
+                   "train step s", "train spread s", "train peak"], memory)])
 
 
 def plot(rows: list[dict], path: Path, ylabel: str, series: list[tuple[str, str, str]],
@@ -200,7 +215,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--max-gb", type=float, default=16.0, help="skip points predicted to need more memory")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="CPU threads per measurement (default torch's)")
-    p.add_argument("--batch", action="store_true", help="all measurements in one subprocess (faster start-up)")
+    p.add_argument("--reps", type=int, default=3, help="rounds of measurements, interleaved (default 3)")
+    p.add_argument("--batch", action="store_true",
+                   help="each round in one subprocess (quick smoke runs; times then depend on what ran before)")
     return p
 
 

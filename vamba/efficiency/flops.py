@@ -168,13 +168,13 @@ def _vamba_lm(model: torch.nn.Module, M: int, N: int, layers: int) -> FlopBreakd
 
     def count(m: int) -> FlopBreakdown:
         ids = torch.zeros(1, m, dtype=torch.long, **meta)
-        stream = VideoStream(torch.empty(1, m, d, dtype=model.dtype, **meta), ids, ids.int(),
+        stream = VideoStream(torch.empty(1, m, d, dtype=model.dtype, **meta), ids, None,
                              torch.zeros(3, 1, m, dtype=torch.long, **meta))
         embeds = torch.empty(1, N, d, dtype=model.dtype, **meta)
         return _count(lambda: model.lm_head(model.model.language_model(
             inputs_embeds=embeds, video=stream, use_cache=True).last_hidden_state[:, -1:]), layers)
 
-    p = Mamba2Mixer.inference_piece_len
+    p = next(m for m in model.modules() if isinstance(m, Mamba2Mixer)).piece_len("meta")
     r = M % p or p
     q = (M - r) // p
     return count(M) if q == 0 else count(r).scaled(1 - q) + count(r + p).scaled(q)

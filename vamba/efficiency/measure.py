@@ -107,8 +107,9 @@ _MODEL: dict[tuple, torch.nn.Module] = {}  # the last model built, for the next 
 
 
 def measure_in_process(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build `spec`'s model (random weights), warm up on one temporal patch, measure. Keys: profile, system,
-    frames; optional: device, train, height, width, chunk_frames, text_tokens, threads."""
+    """Build `spec`'s model (random weights), warm up with one step at the same frame count (kernels, thread pools,
+    allocator and caches as the measured step finds them), measure. Keys: profile, system, frames; optional:
+    device, train, height, width, chunk_frames, text_tokens, threads, warmup_frames (a memory-only check's)."""
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     profile, system = get_profile(spec["profile"]), spec["system"]
     device, train = spec.get("device", "cpu"), bool(spec.get("train"))
@@ -130,7 +131,7 @@ def measure_in_process(spec: dict[str, Any]) -> dict[str, Any]:
                               profile.dtype)
         return measure_step(_MODEL[key], system, inputs, train, device, spec.get("chunk_frames") or 32)
 
-    step(profile.qwen2vl.vision_config.temporal_patch_size)  # kernels, thread pools and caches exist after it
+    step(spec.get("warmup_frames") or spec["frames"])
     res = step(spec["frames"])
     return {"status": "ok", "seconds": res["seconds"], "peak_gb": res["peak_bytes"] / 1e9, "method": res["method"]}
 

@@ -18,24 +18,25 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from vamba.modeling import VambaConfig, VambaForConditionalGeneration
 from vamba.modeling.flavors import get_flavor, qwen2vl_config, vamba_config
-from vamba.modeling.mamba2 import Mamba2Mixer
-from vamba.modeling.ssd import _DEFAULT_MAX_BLOCK_ELEMENTS as SSD_BLOCK_ELEMENTS
+from vamba.modeling.mamba2 import default_piece_len
+from vamba.modeling.ssd import block_elements, scan_chunk
 
 from ..modeling.errors import UsageError
 
 GB = 1e9
 SYSTEMS = ("qwen2vl", "qwen2vl_stock", "vamba", "vamba_stream")
-MIXER_PIECE = Mamba2Mixer.inference_piece_len  # tokens per mixer call without autograd
 # Frame size, prompt tokens and the resize bounds (merged tokens per temporal patch) per flavor; default 640x360,
-# 64 prompt tokens and the released video processor's 128..768.
-INPUTS = {"tiny": {"height": 32, "width": 32, "text_tokens": 16, "min_tokens_per_frame_pair": 4},
+# 64 prompt tokens and the released video processor's 128..768; the device the account predicts, default CPU.
+INPUTS = {"7b": {"device": "cuda"}, "tiny": {"height": 32, "width": 32, "text_tokens": 16,
+                                             "min_tokens_per_frame_pair": 4},
           "quickstart": {"height": 28, "width": 28, "text_tokens": 90, "min_tokens_per_frame_pair": 1,
                          "max_tokens_per_frame_pair": 16}}
 
 
 @dataclass
 class Profile:
-    """A flavor as the efficiency tools run it: the two same-size configs (SDPA attention), dtype, default input."""
+    """A flavor as the efficiency tools run it: the two same-size configs (SDPA attention), dtype, default input,
+    and the device kind the memory account predicts (7b: a GPU; the others: the CPU they are measured on)."""
 
     name: str
     qwen2vl: Qwen2VLConfig
@@ -46,6 +47,7 @@ class Profile:
     text_tokens: int = 64
     min_tokens_per_frame_pair: int = 128
     max_tokens_per_frame_pair: int = 768
+    device: str = "cpu"
 
     @cached_property
     def parameters(self) -> dict[str, int]:
@@ -133,8 +135,9 @@ def sizes(profile: Profile, b: int) -> SimpleNamespace:
         b=b, E=v.embed_dim, I_v=int(v.embed_dim * v.mlp_ratio), d_v=v.embed_dim // v.num_heads, d=t.hidden_size,
         I=t.intermediate_size, L=t.num_hidden_layers, K=t.num_key_value_heads * head_dim, head_dim=head_dim,
         V=t.vocab_size, D_i=d_i, C=d_i + bc, D_in=2 * d_i + bc + d_i // headdim, heads=d_i // headdim,
-        headdim=headdim, state=mix.get("d_state", 128), chunk=mix.get("chunk_size", 256),
-        has_mixer=t.mixer_type == "mamba2")
+        headdim=headdim, state=mix.get("d_state", 128), chunk=scan_chunk(mix.get("chunk_size", 256)),
+        has_mixer=t.mixer_type == "mamba2", piece=default_piece_len(profile.device),
+        block=block_elements(profile.device))
 
 
 def _vision(s: SimpleNamespace, P: int, M: int, held: float) -> dict[str, float]:
@@ -150,14 +153,14 @@ def _vision(s: SimpleNamespace, P: int, M: int, held: float) -> dict[str, float]
 
 def _mixer_piece(s: SimpleNamespace, p: int, conv_state_alive: bool) -> float:
     """Worst temporaries of one no-grad Mamba-2 call on p tokens: conv, scan (one SSD group) or gated norm."""
-    b, f = s.b, 4
-    group = min(p, max(1, SSD_BLOCK_ELEMENTS // (s.heads * s.chunk**2)) * s.chunk)
+    b = s.b
+    group = min(p, max(1, s.block // (s.heads * s.chunk**2)) * s.chunk)
     n = -(-group // s.chunk)
-    scan_work = n * s.heads * s.chunk**2 * f + 3 * group * s.D_i * f + n * s.heads * s.headdim * s.state * f
+    scan_work = n * s.heads * s.chunk**2 * b + 2 * group * s.D_i * b  # at the intra-chunk matmul
     held = p * s.C * b if conv_state_alive else 0
     conv = p * s.D_in * b + (2 if conv_state_alive else 4) * p * s.C * b
     scan = p * s.D_in * b + p * s.C * b + p * s.D_i * b + scan_work + held
-    norm = p * s.D_in * b + p * s.D_i * b + (3 if b < 4 else 2) * p * s.D_i * f + held
+    norm = p * s.D_in * b + 2 * p * s.D_i * b + held
     return max(conv, scan, norm)
 
 
@@ -165,11 +168,11 @@ def _mixer_layer(s: SimpleNamespace, m: int, held: float, stream_copy: bool, con
                  ) -> dict[str, float]:
     """One Mamba block over m video tokens: its RMSNorm, the mixer (piece by piece) and the residual add."""
     base = held + (m * s.d * s.b if stream_copy else 0)
-    if m <= MIXER_PIECE:
+    if m <= s.piece:
         mixer = base + m * s.d * s.b + _mixer_piece(s, m, conv_state_alive)
     else:  # from the second piece on, the full-length output exists too
-        later = min(MIXER_PIECE, m - MIXER_PIECE)
-        mixer = base + m * s.d * s.b + max(_mixer_piece(s, MIXER_PIECE, conv_state_alive),
+        later = min(s.piece, m - s.piece)
+        mixer = base + m * s.d * s.b + max(_mixer_piece(s, s.piece, conv_state_alive),
                                            m * s.d * s.b + _mixer_piece(s, later, conv_state_alive))
     return {"mixer rmsnorm": base + 2 * m * s.d * 4, "mixer": mixer, "mixer residual": base + 2 * m * s.d * s.b}
 

@@ -3,7 +3,10 @@
 It has exactly the shapes of the layer's self-attention (q: d->d with bias, k/v: d->kv_heads*head_dim with bias,
 o: d->d without bias), so it subclasses transformers' `Qwen2VLAttention` for its projections and parameter
 names; that is what makes "initialise cross-attention by copying self-attention" a plain state-dict copy.
-Only the forward differs: keys/values come from the video, attention is non-causal and masked per sample.
+Only the forward differs: keys/values come from the video, attention is non-causal and limited to the sample.
+A boolean mask keeps SDPA off flash-attention (math kernel on CUDA: float32 scores, keys/values repeated per head),
+so who sees what comes as `attention_blocks`: one mask-free call for the batch, or one per packed sample, with GQA
+left to the kernel (flash does it without repeating keys/values); the mask only where blocks cannot describe it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,30 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate one tensor `x` (B, heads, L, head_dim) with `cos`/`sin` (B, L, head_dim)."""
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     return x * cos + rotate_half(x) * sin
+
+
+Block = tuple[int, int, int, int, int]  # (row, t0, t1, v0, v1): text [t0, t1) of `row` sees exactly video [v0, v1)
+
+
+def attention_blocks(text_sample: torch.Tensor, video_sample: torch.Tensor) -> list[Block] | None:
+    """Who sees what as blocks: each run of text tokens of one sample sees that sample's video tokens, which must be
+    contiguous in the stream (v0 == v1: it sees none); None when some sample's video tokens are not (then the
+    mask is used; also on the meta device, which holds no values). text_sample: (B, N) sample per text token;
+    video_sample: (B, M), -1 for padding."""
+    if text_sample.is_meta:
+        return None
+    blocks = []
+    for row in range(text_sample.shape[0]):
+        ranges, pos = {}, 0
+        for sample, n in zip(*(t.tolist() for t in torch.unique_consecutive(video_sample[row], return_counts=True))):
+            if sample >= 0 and ranges.setdefault(sample, (pos, pos + n)) != (pos, pos + n):
+                return None
+            pos += n
+        pos = 0
+        for sample, n in zip(*(t.tolist() for t in torch.unique_consecutive(text_sample[row], return_counts=True))):
+            blocks.append((row, pos, pos + n, *ranges.get(sample, (0, 0))))
+            pos += n
+    return blocks
 
 
 class VambaCrossAttention(Qwen2VLAttention):
@@ -56,6 +83,7 @@ class VambaCrossAttention(Qwen2VLAttention):
         visible: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         slices: SliceContext | None = None,
+        blocks: list[Block] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from text to video.
 
@@ -66,6 +94,7 @@ class VambaCrossAttention(Qwen2VLAttention):
             position_embeddings: optional (cos, sin), each (B, N, head_dim), for the queries.
             slices: when the video is split over a group (context parallel): `video_kv`/`visible` are this slice's,
                 and the partial attention is merged with the other slices' through their log-sum-exp (exact).
+            blocks: `visible` as `attention_blocks` (mask-free kernel calls), or None to use the mask.
 
         Returns:
             output: (B, N, d); exactly zero for text tokens that see no video token.
@@ -82,16 +111,23 @@ class VambaCrossAttention(Qwen2VLAttention):
             has_video = torch.isfinite(lse[:, 0])[..., None]  # (B, N, 1)
             return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1)), has_video
         has_video = visible.any(-1, keepdim=True)  # (B, N, 1)
-        # A row with no visible key would give NaN in softmax; let it see everything, then zero its output.
-        mask = (visible | ~has_video).unsqueeze(1)  # (B, 1, N, M)
-        out = F.scaled_dot_product_attention(
-            query,
-            keys.to(query.dtype),
-            values.to(query.dtype),
-            attn_mask=mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-            scale=self.scaling,
-            enable_gqa=keys.shape[1] != query.shape[1],
-        )
-        out = out.transpose(1, 2).reshape(bsz, q_len, -1) * has_video.to(out.dtype)
-        return self.o_proj(out), has_video
+        keys, values = keys.to(query.dtype), values.to(query.dtype)
+        if blocks is None or all(v1 == v0 for *_, v0, v1 in blocks):  # (no video seen: keys stay in the graph for
+            # ZeRO-3 / DDP.) A row seeing no key would give NaN in softmax: it sees everything, then its output is 0.
+            out = self._sdpa(query, keys, values, (visible | ~has_video).unsqueeze(1)) * has_video[:, None]
+        elif all((t0, t1, v0, v1) == (0, q_len, 0, keys.shape[2]) for _, t0, t1, v0, v1 in blocks):
+            out = self._sdpa(query, keys, values)  # every text token sees its row's whole video
+        else:
+            rows = [[] for _ in range(bsz)]
+            for row, t0, t1, v0, v1 in blocks:
+                q, r = query[row : row + 1, :, t0:t1], slice(row, row + 1)
+                rows[row].append(self._sdpa(q, keys[r, :, v0:v1], values[r, :, v0:v1]) if v1 > v0 else
+                                 torch.zeros_like(q))
+            out = torch.cat([torch.cat(pieces, dim=2) for pieces in rows])
+        return self.o_proj(out.transpose(1, 2).reshape(bsz, q_len, -1)), has_video
+
+    def _sdpa(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            query, keys, values, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0,
+            scale=self.scaling, enable_gqa=keys.shape[1] != query.shape[1])

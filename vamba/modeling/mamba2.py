@@ -32,14 +32,19 @@ from torch import nn
 from .causal_conv import causal_depthwise_conv
 from .mamba_fused import NO_DT_LIMIT as _NO_DT_LIMIT
 from .mamba_fused import fused_kernels, mamba1_fused, mamba2_fused
-from .ssd import ssd_chunk_scan
+from .ssd import _needs_grad, scan_chunk, ssd_chunk_scan
 from .zero import gathered
 
 __all__ = ["GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "Mamba2State", "build_mixer", "causal_depthwise_conv"]
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will record an op on these tensors (if not, temporaries may be updated in place)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+# Tokens per piece of a no-grad mixer call (pieces bound the activations): CPU 4,096, cache-friendly; elsewhere (CUDA;
+# meta stands for it in op counts) 16,384: few, large launches (~170 ATen calls per piece of a 7B layer, ~2 GB).
+INFERENCE_PIECE_LEN = {"cpu": 4096, "accelerator": 16384}
+
+
+def default_piece_len(device: torch.device | str) -> int:
+    """Tokens per no-grad mixer piece on `device` unless a mixer sets ``inference_piece_len``."""
+    return INFERENCE_PIECE_LEN.get(torch.device(device).type, INFERENCE_PIECE_LEN["accelerator"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -50,8 +55,7 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 class GatedRMSNorm(nn.Module):
     """RMSNorm of x * silu(z) over groups of ``group_size`` channels (mamba_ssm RMSNormGated, norm_before_gate=False).
 
-    Computed in float32 (float64 for float64 inputs) because the mean of squares over thousands of channels
-    loses precision in bf16.
+    Elementwise in x's dtype, one pass per op; the mean of squares accumulated in float32 (float64 for float64).
     """
 
     def __init__(self, hidden_size: int, group_size: int, eps: float = 1e-5, device=None, dtype=None) -> None:
@@ -67,17 +71,16 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x, z: (..., hidden_size) -> (..., hidden_size) in x.dtype."""
-        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        h = (x.to(cdtype) * F.silu(z.to(cdtype))).unflatten(-1, (-1, self.group_size))  # (..., groups, size)
-        # vector_norm instead of pow(2).mean(): no second full-size temporary (this runs over long videos).
-        mean_sq = torch.linalg.vector_norm(h, dim=-1, keepdim=True).square() / self.group_size
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        grad = _needs_grad(x, z, self.weight)
+        gate = F.silu(z.to(x.dtype))
+        h = (x * gate if grad else gate.mul_(x)).unflatten(-1, (-1, self.group_size))  # (..., groups, size)
+        mean_sq = torch.linalg.vector_norm(h, dim=-1, keepdim=True, dtype=acc).square() / self.group_size
         scale = torch.rsqrt(mean_sq + self.eps)
-        weight = self.weight.to(cdtype).view(-1, self.group_size)
-        if _needs_grad(h, weight):
-            h = h * scale * weight
-        else:
-            h = h.mul_(scale).mul_(weight)  # h is our own temporary: update it in place
-        return h.flatten(-2).to(x.dtype)
+        weight = self.weight.to(x.dtype).view(-1, self.group_size)
+        # Without autograd h is our own temporary: scaled in place (in float32, written in x's dtype).
+        h = h * scale.to(x.dtype) * weight if grad else h.mul_(scale).mul_(weight)
+        return h.flatten(-2)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, group_size={self.group_size}, eps={self.eps}"
@@ -133,10 +136,10 @@ class Mamba2Mixer(nn.Module):
 
     ``inference_piece_len``: when autograd is off, both paths process inputs longer than this many tokens in
     pieces, passing the streaming state between them (same result, activation memory bounded by one piece). 0
-    disables it. Settable per instance.
+    disables it; None (default) takes `piece_len`'s per-device length. Settable per instance.
     """
 
-    inference_piece_len: int = 4096
+    inference_piece_len: int | None = None
 
     def __init__(
         self,
@@ -273,7 +276,7 @@ class Mamba2Mixer(nn.Module):
         """
         kernels = fused_kernels(self.use_kernels, hidden_states)
         run = self._forward_torch if kernels is None else functools.partial(self._forward_cuda, kernels)
-        piece = self.inference_piece_len
+        piece = self.piece_len(hidden_states.device)
         if torch.is_grad_enabled() or not piece or hidden_states.shape[1] <= piece:
             return run(hidden_states, seq_idx, state)
         # Without autograd, stream long inputs through the mixer piece by piece. The state carries everything
@@ -289,6 +292,10 @@ class Mamba2Mixer(nn.Module):
                 out = y.new_empty(*hidden_states.shape[:2], y.shape[-1])
             out[:, sl] = y
         return out
+
+    def piece_len(self, device: torch.device | str) -> int:
+        """Tokens per no-grad piece on `device`: ``inference_piece_len``, or when None `default_piece_len`."""
+        return default_piece_len(device) if self.inference_piece_len is None else self.inference_piece_len
 
     def _D(self) -> torch.Tensor:
         """The skip D as the scan takes it: (h,) or, with D_has_hdim, (h, p)."""
@@ -329,7 +336,7 @@ class Mamba2Mixer(nn.Module):
         # the conv output is freed before the norm allocates its own temporaries.
         del conv_out
         result = ssd_chunk_scan(
-            x, dt, A, B, C, self.chunk_size, D=self._D(), dt_bias=self.dt_bias, dt_softplus=True,
+            x, dt, A, B, C, scan_chunk(self.chunk_size), D=self._D(), dt_bias=self.dt_bias, dt_softplus=True,
             dt_limit=self.dt_limit, seq_idx=seq_idx, initial_states=state.ssm_state if state is not None else None,
             return_final_states=state is not None,
         )

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
@@ -99,12 +100,22 @@ def load_kernels() -> SimpleNamespace | None:
 
 
 def fused_kernels(use_kernels: bool, hidden_states: torch.Tensor) -> SimpleNamespace | None:
-    """The kernel table a mixer runs `hidden_states` with, or None for its pure-PyTorch path."""
+    """The kernel table a mixer runs `hidden_states` with, or None for its pure-PyTorch path. A request the kernels
+    cannot serve (input not on CUDA, mamba_ssm not importable) falls back to the pure path, said once per process."""
     if not use_kernels:
         return None
     if _ON_CPU is not None:
         return _ON_CPU
-    return load_kernels() if hidden_states.is_cuda else None
+    if not hidden_states.is_cuda:
+        return _say_once(logging.INFO, f"inputs on {hidden_states.device.type}, not CUDA")
+    kernels = load_kernels()
+    return kernels or _say_once(logging.WARNING, "mamba_ssm's Triton kernels do not import (pip install .[cuda])")
+
+
+@functools.cache
+def _say_once(level: int, why: str) -> None:
+    """Log (once per reason) that the mixers take the pure-PyTorch path; returns None, the "no kernels" answer."""
+    logging.getLogger(__name__).log(level, f"Mamba mixers take the pure-PyTorch path: {why}")
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from .cache import VambaCache
 from .compat import CACHE, LOAD_DEFAULTS, BaseOutput, accept_cache
 from .configuration_vamba import VambaConfig, VambaTextConfig
-from .cross_attention import VambaCrossAttention
+from .cross_attention import Block, VambaCrossAttention, attention_blocks
 from .encode import encode_video, encode_video_streaming
 from .errors import UsageError
 from .mamba2 import Mamba1Mixer, Mamba2Mixer, build_mixer
@@ -68,6 +68,7 @@ class CrossAttentionContext:
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     cache: VambaCache | None = None
     slices: SliceContext | None = None  # context parallel: the stream is one slice; merge with the others
+    blocks: list[Block] | None = None  # `visible` as `attention_blocks` (None: the mask is used)
 
 
 class VisionMixerBlock(nn.Module):
@@ -154,7 +155,8 @@ class VambaDecoderLayer(Qwen2VLDecoderLayer):
             hidden_states = residual + self_out
         else:
             video_kv, video_states = self._video_kv(video_states, cross, update_video)
-            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope, cross.slices)
+            cross_out, has_video = self.cross_attn(h, video_kv, cross.visible, cross.query_rope, cross.slices,
+                                                   cross.blocks)
             # Tokens that see no video (text-only samples in a batch or pack) keep the base layer exactly.
             a = self.alpha.clamp(0.0, 1.0).to(self_out.dtype) if self.alpha is not None else None
             w_self = torch.where(has_video, a, 1.0) if a is not None else 1.0
@@ -352,6 +354,7 @@ class VambaTextModel(Qwen2VLTextModel):
                 cache.slices = slices
             return CrossAttentionContext(
                 visible=visible,
+                blocks=attention_blocks(text_sample, video.sample_idx),
                 seq_idx=video.seq_idx,
                 query_rope=query_rope if use_rope else None,
                 key_rope=key_rope,
@@ -361,7 +364,8 @@ class VambaTextModel(Qwen2VLTextModel):
         if cache is not None and cache.has_video:
             visible = cache.video_visible[:, None, :].expand(batch, length, -1)
             return CrossAttentionContext(visible=visible, query_rope=query_rope if use_rope else None, cache=cache,
-                                         slices=cache.slices)
+                                         slices=cache.slices, blocks=attention_blocks(
+                                             torch.zeros_like(position_ids), cache.video_visible.long() - 1))
         return None
 
 

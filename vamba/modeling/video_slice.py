@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .mamba2 import Mamba2Mixer, causal_depthwise_conv
 from .mamba_fused import fused_kernels
-from .ssd import _discretize_dt, ssd_chunk_scan
+from .ssd import _discretize_dt, scan_chunk, ssd_chunk_scan
 from .video_stream import VideoStream, grid_positions
 
 
@@ -223,8 +223,8 @@ def _scan_from_zero(mixer: Mamba2Mixer, x, dt, A, B, C, seq_idx) -> tuple[torch.
     when the mixer takes its kernels (`vamba.modeling.mamba_fused`), else ours."""
     kernels = fused_kernels(mixer.use_kernels, x)
     if kernels is None:
-        return ssd_chunk_scan(x, dt, A, B, C, mixer.chunk_size, D=mixer._D(), dt_bias=mixer.dt_bias, dt_softplus=True,
-                              dt_limit=mixer.dt_limit, seq_idx=seq_idx, return_final_states=True)
+        return ssd_chunk_scan(x, dt, A, B, C, scan_chunk(mixer.chunk_size), D=mixer._D(), dt_bias=mixer.dt_bias,
+                              dt_softplus=True, dt_limit=mixer.dt_limit, seq_idx=seq_idx, return_final_states=True)
     limit = {} if tuple(mixer.dt_limit) == (0.0, float("inf")) else {"dt_limit": mixer.dt_limit}
     seq = None if seq_idx is None else (seq_idx - seq_idx[:, :1]).to(torch.int32).contiguous()
     return kernels.mamba_chunk_scan_combined(

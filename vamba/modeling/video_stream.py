@@ -7,7 +7,8 @@ the vision tower's per-item outputs and records, once per forward, everything th
 - `sample_idx` (B, M): the packed sample each visual token belongs to (-1 for padding). Cross-attention is
   block-diagonal: text token n sees video token m iff they belong to the same sample.
 - `seq_idx` (B, M) int32, nondecreasing: the Mamba mixer restarts its state where it changes. Padding is given
-  its own trailing id so it can never leak into a real sample (it sits after all real tokens anyway).
+  its own trailing id so it can never leak into a real sample (it sits after all real tokens anyway). None when
+  each row is one sample without padding: the mixers then take their cheaper path without boundaries.
 - `grid_positions` (3, B, M): the (t, h, w) coordinates of each token in its item's merged grid, used only when
   cross-attention applies M-RoPE.
 
@@ -51,7 +52,7 @@ class VideoStream:
 
     states: torch.Tensor
     sample_idx: torch.Tensor
-    seq_idx: torch.Tensor
+    seq_idx: torch.Tensor | None
     grid_positions: torch.Tensor
 
 
@@ -109,6 +110,8 @@ def assemble_video_stream(
     # Mixer ids: the sample index, with padding after the last real sample of its row.
     pad_id = sample_idx.max(dim=1, keepdim=True).values.clamp(min=0) + 1
     seq_idx = torch.where(sample_idx >= 0, sample_idx, pad_id).to(torch.int32)
+    if len({len(s) for s in samples}) == 1 and all(len({s for s, _ in row}) <= 1 for row in items_per_row):
+        seq_idx = None  # one sample per row, no padding: no boundary
     return VideoStream(states=states_t, sample_idx=sample_idx, seq_idx=seq_idx, grid_positions=grid)
 
 
