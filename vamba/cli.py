@@ -43,21 +43,15 @@ def _convert(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .modeling.convert import convert_checkpoint
 
-    out = convert_checkpoint(
-        args.base,
-        args.out,
-        mixer_type=args.mixer_type,
-        cross_attn_init=args.cross_attn_init,
-        use_alpha_balancing=not args.no_alpha_balancing,
-    )
+    out = convert_checkpoint(args.base, args.out, mixer_type=args.mixer_type, cross_attn_init=args.cross_attn_init,
+                             use_alpha_balancing=not args.no_alpha_balancing)
     print(f"wrote Vamba checkpoint to {out}")
     return 0
 
 
 def _export(argv: list[str]) -> int:
-    parser = ArgParser(
-        prog="vamba export", description="Re-save a Vamba checkpoint (ours or the release's) in a chosen format."
-    )
+    parser = ArgParser(prog="vamba export", description="Re-save a Vamba checkpoint (ours or the release's) in a "
+                                                        "chosen format.")
     parser.add_argument("--model", required=True, help="Vamba checkpoint directory (our format or the release's)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--format", choices=["release", "vamba"], default="release",
@@ -174,15 +168,8 @@ def _distill_teacher(argv: list[str]) -> int:
     return write_teacher_logits(compose("train", args.overrides), args)
 
 
-COMMANDS = {
-    "convert": _convert,
-    "export": _export,
-    "train": _train,
-    "eval": _eval,
-    "chat": _chat,
-    "bench": _bench,
-    "distill-teacher": _distill_teacher,
-}
+COMMANDS = {"convert": _convert, "export": _export, "train": _train, "eval": _eval, "chat": _chat, "bench": _bench,
+            "distill-teacher": _distill_teacher}
 
 
 def main(argv: list[str] | None = None) -> int:

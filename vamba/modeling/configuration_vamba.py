@@ -36,29 +36,15 @@ MAMBA1_DEFAULTS: dict[str, Any] = {"d_state": 16, "d_conv": 4, "expand": 2, "dt_
 
 # Keys transformers' Mamba2Config uses for the same settings.
 _MIXER_KEY_ALIASES = {
-    "state_size": "d_state",
-    "conv_kernel": "d_conv",
-    "head_dim": "headdim",
-    "n_groups": "ngroups",
-    "time_step_min": "dt_min",
-    "time_step_max": "dt_max",
-    "time_step_floor": "dt_init_floor",
-    "time_step_limit": "dt_limit",
-    "layer_norm_epsilon": "norm_eps",
-    "use_bias": "bias",
-    "use_conv_bias": "conv_bias",
+    "state_size": "d_state", "conv_kernel": "d_conv", "head_dim": "headdim", "n_groups": "ngroups",
+    "time_step_min": "dt_min", "time_step_max": "dt_max", "time_step_floor": "dt_init_floor",
+    "time_step_limit": "dt_limit", "layer_norm_epsilon": "norm_eps", "use_bias": "bias", "use_conv_bias": "conv_bias",
 }
 # Settings of mamba_ssm's Mamba2 (and of the release's mixer config) that we implement with one value only: any
 # other value would change the function, so it is rejected rather than ignored.
 _MIXER_FIXED = {
-    "norm_type": ("rmsnorm",),
-    "rmsnorm": (True,),
-    "norm_before_gate": (False,),
-    "residual_in_fp32": (False,),
-    "d_ssm": (None,),
-    "process_group": (None,),
-    "learnable_init_states": (False,),
-    "activation": ("silu", "swish"),
+    "norm_type": ("rmsnorm",), "rmsnorm": (True,), "norm_before_gate": (False,), "residual_in_fp32": (False,),
+    "d_ssm": (None,), "process_group": (None,), "learnable_init_states": (False,), "activation": ("silu", "swish"),
 }
 # Kernel and sharding switches that do not change the function (accepted and ignored), and bookkeeping keys.
 _MIXER_IGNORED = {"use_mem_eff_path", "sequence_parallel", "model_type", "enable", "hidden_dim", "d_model", "layer_idx"}
@@ -205,13 +191,6 @@ class VambaConfig(Qwen2VLConfig):
         return cls(text_config=text, vision_config=vision, **data)
 
 
-_TEXT_ONLY_FIELDS = (
-    "mixer_type",
-    "mixer_config",
-    "use_alpha_balancing",
-    "cross_attn_init",
-    "cross_attn_use_position_embeddings",
-    "cross_attn_use_layer_norm",
-    "distill_coeff",
-    "vision_mamba_mixer_config",
-)
+_TEXT_ONLY_FIELDS = ("mixer_type", "mixer_config", "use_alpha_balancing", "cross_attn_init",
+                     "cross_attn_use_position_embeddings", "cross_attn_use_layer_norm", "distill_coeff",
+                     "vision_mamba_mixer_config")

@@ -280,11 +280,7 @@ class VambaTextModel(Qwen2VLTextModel):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None and not self.training:
             cache = VambaCache(config=self.config)
-        if (
-            cache is not None
-            and not isinstance(cache, VambaCache)
-            and (video is not None or cache.get_seq_length() > 0)
-        ):
+        if cache is not None and not isinstance(cache, VambaCache) and (video is not None or cache.get_seq_length()):
             raise ValueError(f"Vamba needs a VambaCache to keep the video keys/values, got {type(cache)}")
 
         past_seen = cache.get_seq_length() if cache is not None else 0

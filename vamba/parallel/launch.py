@@ -1,12 +1,10 @@
-"""A torchrun worker's process group, from start to exit: one init with a collective timeout, one clean way out.
+"""A torchrun worker's process group, start to exit: one init with a collective timeout, one clean way out.
 
-Why: with gloo (CPU), a worker whose interpreter exits while its process group is alive intermittently aborts
-("terminate called without an active exception" from gloo's joinable threads), turning a finished run into a
-failure; a worker that fails leaves its peer blocked in a collective; and a rank that waits on a dead peer must
-fail after a bounded time instead of hanging its job. Every entry point that may run under torchrun (train, eval,
-the test workers) initialises through `init` and leaves through `finish` or `abort`.
-
-`VAMBA_DIST_TIMEOUT` (seconds) bounds every collective; the default, 30 minutes, is torch's own for gloo.
+Why: with gloo (CPU), a worker whose interpreter exits with its process group alive intermittently aborts ("terminate
+called without an active exception" from gloo's threads), failing a finished run; a failed worker leaves its peers
+blocked in a collective, which must fail after a bounded time instead of hanging the job. Every entry point that may
+run under torchrun joins through `init` and leaves through `finish` or `abort`. `VAMBA_DIST_TIMEOUT` (seconds)
+bounds every collective; the default, 30 minutes, is torch's own for gloo.
 """
 
 from __future__ import annotations
@@ -52,8 +50,7 @@ def _leave(code: int) -> NoReturn:
 
 
 def finish() -> None:
-    """End a finished worker: wait for its peers (so none is still in a collective), destroy every process group
-    and exit with 0 at once. Without a process group (a plain single process) it returns and does nothing."""
+    """End a finished worker: wait for its peers, destroy every process group, exit 0 at once (no-op without one)."""
     if initialized():
         dist.barrier()
         _leave(0)
@@ -61,8 +58,7 @@ def finish() -> None:
 
 def abort(code: int = 1) -> NoReturn:
     """End a failed worker: print the traceback being handled, destroy the process groups without waiting for the
-    peers (they may be the reason) and exit with `code` (a `SystemExit`'s own code); torchrun then stops the
-    other ranks."""
+    peers (they may be the reason), exit with `code` (a `SystemExit`'s own); torchrun then stops the others."""
     exc = sys.exc_info()[1]
     if isinstance(exc, SystemExit):
         code = exc.code if isinstance(exc.code, int) else 1
