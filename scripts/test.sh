@@ -8,10 +8,24 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]" "transformers==5.23.0"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Install when this script or pyproject.toml changed since the last install (a stamp in .venv), so a second run starts
+# testing at once; `rm .venv/.vamba-installed` forces a reinstall.
+stamp=.venv/.vamba-installed
+want=$(cat pyproject.toml scripts/test.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev]" "transformers==5.23.0"
+  echo "$want" > "$stamp"
+fi
+# One pytest worker per CPU (pytest-xdist), a whole test file per worker so a module's fixtures are built once, one
+# torch thread per worker; VAMBA_TEST_WORKERS=0 runs everything in one process.
+workers=${VAMBA_TEST_WORKERS:-$(nproc)}
+parallel=()
+if [ "$workers" != 0 ]; then
+  parallel=(-n "$workers" --dist loadfile)
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=${WANDB_MODE:-disabled}
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "${parallel[@]}" "$@"

@@ -4,10 +4,11 @@ Every rank builds the same tiny float64 Vamba and inputs, computes the single-de
 context-parallel run of its group, and compares loss, logits and every parameter gradient (the group's gradients
 summed, divided by the group size: what DDP/ZeRO averaging yields). Rank 0 writes the worst relative errors as JSON.
 
-Usage: torchrun --nproc_per_node=W tests/cp_worker.py OUT.json SCENARIO
-Scenarios: long (one long video), uneven (slices of unequal length), packed (two samples in one row, the cut
-inside the second video), images (a packed row with an image sample and a video sample), decode (prefill and 8
-greedy steps from the sharded cache), zero3 (DeepSpeed ZeRO-3 engine gradients).
+Usage: torchrun --nproc_per_node=W tests/cp_worker.py OUT.json SCENARIO[,SCENARIO...]: one launch runs several;
+OUT.json maps each scenario to its per-rank results. Scenarios: long (one long video), uneven (slices of unequal
+length), packed (two samples in one row, the cut inside the second video), images (a packed row with an image sample
+and a video sample), decode (prefill and 8 greedy steps from the sharded cache), zero3 (DeepSpeed ZeRO-3 engine
+gradients).
 """
 
 from __future__ import annotations
@@ -156,25 +157,25 @@ def compare_zero3(cp: ContextParallel) -> dict:
 
 
 def main() -> None:
-    out_path, scenario = sys.argv[1], sys.argv[2]
-    if scenario == "zero3":
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="gloo", timeout=launch.timeout())
-    else:
-        launch.init("gloo")
+    out_path, scenarios = sys.argv[1], sys.argv[2].split(",")
+    launch.init("gloo")
     cp = ContextParallel(dist.get_world_size())
-    if scenario == "decode":
-        result = compare_decode(cp)
-    elif scenario == "zero3":
-        result = compare_zero3(cp)
-    else:
-        result = compare_training(scenario, cp)
-    results = [None] * dist.get_world_size()
-    dist.all_gather_object(results, result)
+    results = {}
+    for scenario in sorted(scenarios, key=lambda s: s == "zero3"):  # DeepSpeed's engine last
+        if scenario == "decode":
+            results[scenario] = compare_decode(cp)
+        elif scenario == "zero3":
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="gloo", timeout=launch.timeout())  # joins the existing group
+            results[scenario] = compare_zero3(cp)
+        else:
+            results[scenario] = compare_training(scenario, cp)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, results)
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
-            json.dump(results, f)
+            json.dump({s: [r[s] for r in gathered] for s in scenarios}, f)
 
 
 if __name__ == "__main__":
