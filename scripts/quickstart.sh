@@ -4,10 +4,8 @@
 # Extra arguments go to scripts/quickstart.py (e.g. --small, --out DIR, overrides of configs/quickstart.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e .
+. scripts/venv.sh
+venv .venv
+install -e .
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-disabled}
 exec .venv/bin/python scripts/quickstart.py "$@"

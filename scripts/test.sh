@@ -4,19 +4,14 @@
 # the project allows (pinned below); scripts/test_transformers.sh runs the model tests on the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-# Install when this script or pyproject.toml changed since the last install (a stamp in .venv), so a second run starts
-# testing at once; `rm .venv/.vamba-installed` forces a reinstall.
+. scripts/venv.sh
+# Install when these scripts or pyproject.toml changed since the last install (a stamp in .venv), so a second run
+# starts testing at once; `rm .venv/.vamba-installed` forces a reinstall.
 stamp=.venv/.vamba-installed
-want=$(cat pyproject.toml scripts/test.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/test.sh scripts/venv.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  # Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]" "transformers==5.23.0"
+  venv .venv
+  install -e ".[dev]" "transformers==5.23.0"
   echo "$want" > "$stamp"
 fi
 # One pytest worker per CPU (pytest-xdist), a whole test file per worker so a module's fixtures are built once, one

@@ -5,15 +5,8 @@
 # model and scripts/gpu_check.py import without them. Extra arguments go to pytest (e.g. -k decoding -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-V=.venv-kernels
-if [ ! -x "$V/bin/python" ]; then
-  "$PY" -m venv "$V"
-fi
-install() { "$V/bin/python" -m pip install -q --no-compile "$@"; }
-install --upgrade pip
-# Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
-install "torch==2.13.0"
+. scripts/venv.sh
+venv .venv-kernels --no-compile
 install "triton==3.9.0" numpy einops packaging "transformers>=5.23,<5.24" pytest setuptools wheel
 if [ "$("$V/bin/python" -c 'import importlib.metadata as m; print(m.version("mamba_ssm"))' 2>/dev/null)" != "2.3.2.post1" ]; then
   # FORCE_BUILD: without it mamba_ssm's setup looks for a prebuilt wheel named after torch.version.cuda, None on CPU

@@ -5,15 +5,8 @@
 # arguments go to pytest (e.g. -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-V=.venv-lmms
-if [ ! -x "$V/bin/python" ]; then
-  "$PY" -m venv "$V"
-fi
-install() { "$V/bin/python" -m pip install -q --no-compile "$@"; }
-install --upgrade pip
-# Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
-install "torch==2.13.0"
+. scripts/venv.sh
+venv .venv-lmms --no-compile
 # torch stays pinned while lmms-eval's dependencies resolve (torchvision would otherwise upgrade it to a CUDA build);
 # the `lmms` extra pins lmms-eval and filelock (README, "Evaluate").
 install -e ".[lmms]" "lmms-eval==0.7.3" "torch==2.13.0" pytest

@@ -5,15 +5,8 @@
 # pytest (e.g. -k release -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-V=.venv-tf-newest
-if [ ! -x "$V/bin/python" ]; then
-  "$PY" -m venv "$V"
-fi
-install() { "$V/bin/python" -m pip install -q "$@"; }
-install --upgrade pip
-# Pinned: on this project's machines the 2.13.0 CPU wheel is on local disk; an unpinned torch pulls a CUDA build.
-install "torch==2.13.0"
+. scripts/venv.sh
+venv .venv-tf-newest
 install -e ".[dev]"
 # The newest release in the project's range (upgrades transformers and what it needs, nothing else).
 RANGE=$(sed -n 's/^ *"transformers\(>=[^"]*\)",.*/\1/p' pyproject.toml)
