@@ -12,6 +12,7 @@ import pytest
 from conftest import FIXTURES
 
 from vamba import cli
+from vamba.config import compose
 from vamba.modeling.errors import UsageError
 from vamba.modeling.tiny import tiny_vamba_config
 
@@ -50,6 +51,11 @@ def test_eval(capsys, tmp_path):
     assert fails(capsys, "eval", "protocol=bogus").endswith("Invalid value 'bogus', expected one of [official, "
                                                             "release] (see `vamba eval --help`)")
     assert "Key 'frame' not in 'EvalConfig'" in fails(capsys, "eval", "frame.count=8")
+    # Hydra's `+` adds a key even to a struct config; one the schema lacks would compose and then be ignored
+    assert fails(capsys, "eval", "+frame.count=8") == ("vamba eval: error: unknown config key 'frame': Key 'frame' not "
+                                                      "in 'EvalConfig' (`+key=value` cannot add a key the eval schema "
+                                                      "lacks)")
+    assert "unknown config key 'model.bar'" in fails(capsys, "eval", "+model.bar=1")
     line = fails(capsys, "eval", "benchmark=nextqa", f"data_dir={FIXTURES / 'nextqa'}", f"model.path={tmp_path}",
                  f"output_dir={tmp_path / 'out'}")
     assert line == (f"vamba eval: error: model.path={tmp_path}: no config.json in that folder (expected a checkpoint "
@@ -77,6 +83,12 @@ def test_train(capsys, tmp_path):
     assert fails(capsys, "train", "train.learning_rate=fast").endswith("Value 'fast' of type 'str' could not be "
                                                                        "converted to Float (see `vamba train --help`)")
     assert "Key 'lr' not in 'StageConfig'" in fails(capsys, "train", "train.lr=1e-4")
+    assert "unknown config key 'train.lr'" in fails(capsys, "train", "+train.lr=1e-4")
+    assert "unknown config key 'train.lr'" in fails(capsys, "train", "--multirun", f"hydra.sweep.dir={tmp_path}",
+                                                    "+train.lr=1e-4")  # caught in the app: multirun skips the pre-check
+    # where the schema holds a free-form dict, `+` still adds to it
+    cfg = compose("train", ["+model.flavor_overrides.num_hidden_layers=3"])
+    assert cfg.model.flavor_overrides.num_hidden_layers == 3
     assert fails(capsys, "train", f"model.path={tmp_path / 'none'}", f"output_dir={tmp_path / 'out'}") == (
         f"vamba train: error: model.path={tmp_path / 'none'}: no such folder (expected a checkpoint folder with "
         f"config.json, or a Hugging Face model id)")

@@ -67,12 +67,12 @@ def _export(argv: list[str]) -> int:
 def _train(argv: list[str]) -> int:
     import hydra
 
-    from .config import CONFIG_DIR, compose
+    from .config import CONFIG_DIR, check_keys, compose
     from .train import config  # noqa: F401  (registers the schemas before Hydra composes)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def app(cfg) -> None:
-        if report_user_errors("vamba train", run_training, cfg) == 2:  # reported here: Hydra would print a traceback
+        if report_user_errors("vamba train", lambda: run_training(check_keys(cfg, "train"))) == 2:
             sys.exit(2)
         launch.finish()  # under torchrun
 

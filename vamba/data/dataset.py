@@ -226,8 +226,7 @@ class VambaDataset(torch.utils.data.Dataset):
     + 2, ...), so every batch is full and deterministic for a given index.
     """
 
-    def __init__(self, records: Sequence[dict[str, Any]], builder: SampleBuilder,
-                 skip_log: str | Path | None = None):
+    def __init__(self, records: Sequence[dict[str, Any]], builder: SampleBuilder, skip_log: str | Path | None = None):
         self.records = records
         self.builder = builder
         self.skip_log = Path(skip_log) if skip_log is not None else None

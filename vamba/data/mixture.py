@@ -92,8 +92,7 @@ def _select(n: int, src: SourceConfig, seed: int) -> np.ndarray:
 class MixtureIndex(Sequence):
     """The mixture's records in order: (source, row) pairs, each record read from its source when asked."""
 
-    def __init__(self, sources: list[tuple[str, Sequence[dict[str, Any]]]], source_ids: np.ndarray,
-                 rows: np.ndarray):
+    def __init__(self, sources: list[tuple[str, Sequence[dict[str, Any]]]], source_ids: np.ndarray, rows: np.ndarray):
         self.sources, self.source_ids, self.rows = sources, source_ids, rows
 
     def __len__(self) -> int:
